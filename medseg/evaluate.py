@@ -1,0 +1,377 @@
+"""Score a folder of predicted label maps against the reference labels (in the spirit of nnU-Net's
+``evaluate_folder``): Dice and HD95 per region (TC, WT, ET) for every case, then mean/std/median.
+
+Folders read:
+
+- predictions: ``pred_dir/<case>.nii.gz``, label maps as ``medseg predict`` writes them;
+- labels, any of: a flat folder ``label_dir/<case>.nii.gz``; a BraTS folder
+  ``label_dir/<case>/<case>_seg.nii.gz`` (2021) or ``<case>-seg.nii.gz`` (2023); an nnU-Net/MSD dataset
+  (``label_dir`` is the dataset root holding ``labelsTr/``, or ``labelsTr`` itself).
+
+Cases are matched by id. A label without a prediction is *missing*: listed in the summary and counted,
+never dropped in silence (the CLI then exits 1). A prediction without a label is ignored, with a note.
+
+Files written to ``out_dir`` (default ``pred_dir``, never the label folder), each whole or not at all:
+
+- ``metrics_per_case.csv``: ``case_id, dice_tc, dice_wt, dice_et, dice_mean, hd95_tc, ..., hd95_mean``
+  (6 significant digits);
+- ``metrics_summary.json``: ``{metric: {"mean", "std", "median", "n"}}`` plus the case counts, the
+  missing and ignored case ids and the conventions used (std is the population std, ddof 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from medseg.data.labels import CONVENTIONS, REGIONS, LabelConvention, get_convention
+from medseg.errors import CaseError, LayoutError, MedsegError
+from medseg.metrics import HD95_PENALTY_MM, region_metrics
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+CASE_PATTERNS = {  # case id -> convention, when every label case id of a folder matches
+    "brats2021": re.compile(r"^BraTS2021_\d+$"),
+    "brats2023": re.compile(r"^BraTS-[A-Z]+-\d+-\d+$"),
+}
+PER_CASE_CSV, SUMMARY_JSON = "metrics_per_case.csv", "metrics_summary.json"
+
+
+def _case_id(path: Path) -> str | None:
+    """``<case>.nii.gz`` -> ``<case>``; None for other files and hidden ones (MSD ships ``._*`` files)."""
+    if path.name.startswith("."):
+        return None
+    for suffix in NIFTI_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def _flat_files(folder: Path) -> dict[str, Path]:
+    """Case id -> file for every ``<case>.nii.gz`` (or ``.nii``) directly in ``folder``."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        case = _case_id(path) if path.is_file() else None
+        if case is not None:
+            found.setdefault(case, path)
+    return found
+
+
+def find_label_files(label_dir: str | os.PathLike) -> dict[str, Path]:
+    """Case id -> label file for a flat, BraTS (2021/2023) or nnU-Net/MSD (``labelsTr``) label folder."""
+    label_dir = Path(label_dir)
+    if not label_dir.is_dir():
+        raise LayoutError(f"label folder {label_dir} does not exist")
+    if (label_dir / "labelsTr").is_dir():
+        label_dir = label_dir / "labelsTr"
+    found = _flat_files(label_dir)
+    for case_dir in sorted(p for p in label_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for suffix in NIFTI_SUFFIXES:
+            for name in (f"{case_dir.name}_seg{suffix}", f"{case_dir.name}-seg{suffix}"):
+                if (case_dir / name).is_file():
+                    found.setdefault(case_dir.name, case_dir / name)
+    if not found:
+        raise LayoutError(
+            f"no label files in {label_dir}: expected <case>.nii.gz, <case>/<case>_seg.nii.gz (BraTS 2021), "
+            f"<case>/<case>-seg.nii.gz (BraTS 2023) or a labelsTr/ folder (nnU-Net/MSD)"
+        )
+    return dict(sorted(found.items()))
+
+
+def read_label_map(path: Path, case_id: str) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """A NIfTI label map as stored (``[*spatial]``; a trailing axis of 1 dropped) and its image (header, affine)."""
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many kinds (truncated gzip, bad header); name the file
+        raise CaseError(f"cannot read NIfTI: {exc}", case_id=case_id, path=path) from exc
+    return (data[..., 0] if data.ndim == 4 and data.shape[-1] == 1 else data), image
+
+
+def infer_convention(label_files: dict[str, Path]) -> tuple[LabelConvention, str]:
+    """Guess the label convention of a folder: ``(convention, how it was chosen)``.
+
+    By case ids when all of them look like BraTS 2021 (``BraTS2021_00000``) or BraTS 2023
+    (``BraTS-GLI-00000-000``); else by the values of the labels: a file holding 4 is BraTS 2021. Files
+    holding 3 (BraTS 2023 or MSD, which differ in what 1 and 2 mean) or no telling value leave it open:
+    a ``LayoutError`` asks for the convention, naming the file.
+    """
+    for name, pattern in CASE_PATTERNS.items():
+        if all(pattern.match(case) for case in label_files):
+            return get_convention(name), f"case ids look like {name}"
+    for case, path in label_files.items():
+        values = set(np.unique(read_label_map(path, case)[0]).tolist())
+        if 4 in values:
+            return get_convention("brats2021"), f"{path.name} holds label 4"
+        if 3 in values:
+            raise LayoutError(
+                f"cannot tell the label convention: {path} holds labels {sorted(values)} (3 is enhancing "
+                f"tumour in both BraTS 2023 and MSD/nnU-Net, which differ in 1 and 2); pass --convention "
+                f"brats2023 or --convention msd"
+            )
+    first = next(iter(label_files.values()))
+    raise LayoutError(
+        f"cannot tell the label convention: no label file holds 3 or 4 (first: {first}); pass --convention "
+        f"{'|'.join(CONVENTIONS)}"
+    )
+
+
+def _regions(data: np.ndarray, convention: LabelConvention, what: str, case_id: str, path: Path, hint: str):
+    """Label map -> bool regions [3, *spatial], refusing values the convention does not define."""
+    bad = convention.unexpected_values(data)
+    if bad:
+        raise CaseError(
+            f"{what} holds values {bad} that the {convention.name} convention does not define (it uses "
+            f"{list(convention.values)}{hint}); pass the right --convention/--pred-convention",
+            case_id=case_id,
+            path=path,
+        )
+    return convention.to_regions(data.astype(np.int64)).bool()  # [3, *spatial]
+
+
+def evaluate_case(
+    case_id: str,
+    pred_path: Path,
+    label_path: Path,
+    convention: LabelConvention,
+    pred_convention: LabelConvention,
+    hd95: bool = True,
+    hint: str = "",
+) -> dict:
+    """One row: ``case_id`` and the region metrics of the prediction file against the label file.
+
+    The two files must agree in shape and affine (within 1e-3); the spacing comes from the label header.
+    """
+    pred, pred_image = read_label_map(pred_path, case_id)
+    label, label_image = read_label_map(label_path, case_id)
+    if pred.shape != label.shape:
+        raise CaseError(
+            f"prediction {pred_path} has shape {pred.shape} but label {label_path} has shape {label.shape}",
+            case_id=case_id,
+        )
+    if not np.allclose(pred_image.affine, label_image.affine, atol=1e-3):
+        difference = np.abs(pred_image.affine - label_image.affine).max()
+        raise CaseError(
+            f"prediction {pred_path} and label {label_path} have different affines (up to {difference:.4g} apart: "
+            f"orientation, spacing or origin differ)",
+            case_id=case_id,
+        )
+    label_regions = _regions(label, convention, "label", case_id, label_path, hint)  # [3, *spatial]
+    pred_regions = _regions(pred, pred_convention, "prediction", case_id, pred_path, "")  # [3, *spatial]
+    spacing = [float(s) for s in label_image.header.get_zooms()[:3]]
+    return {"case_id": case_id, **region_metrics(pred_regions, label_regions, spacing, with_hd95=hd95)}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """``{metric: {"mean", "std", "median", "n"}}`` over the rows (std with ddof 0)."""
+    metrics = [key for key in rows[0] if key != "case_id"] if rows else []
+    summary = {}
+    for key in metrics:
+        values = np.array([row[key] for row in rows], dtype=np.float64)
+        summary[key] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "median": float(np.median(values)),
+            "n": len(values),
+        }
+    return summary
+
+
+def _write_atomically(path: Path, write: Callable) -> None:
+    """Write through a temporary file in the same folder, then ``os.replace``: no half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(rows: list[dict], summary: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / PER_CASE_CSV, out_dir / SUMMARY_JSON
+    columns = list(rows[0]) if rows else ["case_id"]
+
+    def write_csv(f):
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+
+    _write_atomically(csv_path, write_csv)
+    _write_atomically(json_path, lambda f: f.write(json.dumps(summary, indent=2) + "\n"))
+    return csv_path, json_path
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def evaluate_folder(
+    pred_dir: str | os.PathLike,
+    label_dir: str | os.PathLike,
+    convention: str = "auto",
+    pred_convention: str | None = None,
+    hd95: bool = True,
+    out_dir: str | os.PathLike | None = None,
+) -> tuple[list[dict], dict]:
+    """Score every labelled case of ``label_dir`` that has a prediction in ``pred_dir``.
+
+    Args:
+        pred_dir: folder of predicted label maps ``<case>.nii.gz``.
+        label_dir: label folder, flat, BraTS or nnU-Net/MSD (see the module docstring).
+        convention: label convention of the labels (``brats2021``, ``brats2023``, ``msd``) or ``auto``
+            (by case ids, else by label values; see :func:`infer_convention`).
+        pred_convention: convention of the predictions; default: the labels' one.
+        hd95: also compute HD95 (the slow part).
+        out_dir: where the CSV and JSON go; default ``pred_dir``. Never inside ``label_dir``.
+
+    Returns:
+        ``(rows, summary)``: one dict per evaluated case (``case_id`` and the metrics of
+        :func:`medseg.metrics.region_metrics`), and ``{metric: {"mean", "std", "median", "n"}}`` with
+        ``n_cases``, ``n_missing``, ``missing`` (label cases without a prediction), ``ignored_predictions``
+        (predictions without a label), ``convention``, ``pred_convention`` and ``hd95_penalty_mm``.
+
+    Raises:
+        LayoutError: a folder is absent or empty, the convention cannot be inferred, no case matches, or
+            ``out_dir`` is inside the label folder.
+        CaseError: a case whose files disagree in shape or affine, cannot be read, or hold values outside
+            their convention; names the case and the files.
+    """
+    pred_dir, label_dir = Path(pred_dir), Path(label_dir)
+    out_dir = Path(out_dir) if out_dir is not None else pred_dir
+    if not pred_dir.is_dir():
+        raise LayoutError(f"prediction folder {pred_dir} does not exist")
+    labels = find_label_files(label_dir)
+    if _is_within(out_dir, label_dir):
+        raise LayoutError(f"refusing to write metrics into the label folder {label_dir}; pass --out DIR")
+    predictions = _flat_files(pred_dir)
+    matched = [case for case in labels if case in predictions]
+    if not matched:
+        raise LayoutError(
+            f"none of the {len(labels)} label cases in {label_dir} (e.g. {next(iter(labels))}) has a prediction "
+            f"{pred_dir}/<case>.nii.gz ({len(predictions)} files there)"
+        )
+
+    if convention == "auto":
+        label_convention, how = infer_convention(labels)
+        hint = f", chosen because {how}"
+    else:
+        label_convention, hint = get_convention(convention), ""
+    pred_conv = get_convention(pred_convention) if pred_convention is not None else label_convention
+
+    rows = []
+    with tqdm(matched, desc="evaluate", unit="case") as progress:  # closed before any error is reported
+        for case in progress:
+            rows.append(evaluate_case(case, predictions[case], labels[case], label_convention, pred_conv, hd95, hint))
+    summary = summarize(rows)
+    summary.update(
+        n_cases=len(rows),
+        n_missing=len(labels) - len(matched),
+        missing=[case for case in labels if case not in predictions],
+        ignored_predictions=[case for case in predictions if case not in labels],
+        convention=label_convention.name,
+        pred_convention=pred_conv.name,
+        hd95_penalty_mm=HD95_PENALTY_MM,
+    )
+    write_results(rows, summary, out_dir)
+    return rows, summary
+
+
+def format_table(summary: dict) -> str:
+    """Plain-text table: rows TC, WT, ET, mean; columns Dice and HD95 (mm) as mean ± std."""
+    columns = [("Dice", "dice", ".4f"), ("HD95 (mm)", "hd95", ".2f")]
+    columns = [c for c in columns if f"{c[1]}_mean" in summary]
+    lines = [["region"] + [f"{title} mean ± std" for title, _, _ in columns]]
+    for region in (*REGIONS, "mean"):
+        cells = [region]
+        for _, metric, fmt in columns:
+            stats = summary[f"{metric}_{region.lower()}"]
+            cells.append(f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}}")
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+    if "n_cases" in summary:
+        footer = f"{summary['n_cases']} case{'s' if summary['n_cases'] != 1 else ''}"
+        if summary.get("n_missing"):
+            footer += f", {summary['n_missing']} MISSING (label without prediction): {_some(summary['missing'])}"
+        text.append(footer)
+    return "\n".join(text)
+
+
+def _some(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg evaluate",
+        description="Score predicted label maps against reference labels: Dice and HD95 per region (TC, WT, ET) "
+        "for every case, then mean, std and median.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "folders:\n"
+            "  --pred   <case>.nii.gz label maps\n"
+            "  --label  <case>.nii.gz | <case>/<case>_seg.nii.gz (BraTS 2021) | <case>/<case>-seg.nii.gz\n"
+            "           (BraTS 2023) | an nnU-Net/MSD dataset root or its labelsTr/\n"
+            "label conventions (value: sub-region):\n"
+            "  brats2021  1 necrotic, 2 edema, 4 enhancing\n"
+            "  brats2023  1 necrotic, 2 edema, 3 enhancing\n"
+            "  msd        1 edema, 2 non-enhancing, 3 enhancing (also nnU-Net's converted BraTS)\n"
+            "  auto       by case ids (BraTS2021_*, BraTS-XXX-*), else a label holding 4 means brats2021;\n"
+            "             anything else must be named with --convention\n"
+            "regions: TC = tumour core, WT = whole tumour, ET = enhancing tumour. Empty masks: both empty ->\n"
+            f"Dice 1, HD95 0; one empty -> Dice 0, HD95 {HD95_PENALTY_MM} mm (BraTS).\n"
+            f"writes {PER_CASE_CSV} and {SUMMARY_JSON} to --out (default: --pred).\n"
+            "exit code 1 on bad input or when a labelled case has no prediction."
+        ),
+    )
+    parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="folder of predictions")
+    parser.add_argument("--label", required=True, type=Path, metavar="DIR", help="folder of reference labels")
+    parser.add_argument(
+        "--convention", default="auto", choices=["auto", *CONVENTIONS], help="label convention (default: auto)"
+    )
+    parser.add_argument(
+        "--pred-convention", choices=list(CONVENTIONS), help="convention of the predictions (default: the labels')"
+    )
+    parser.add_argument("--no-hd95", action="store_true", help="skip HD95 (Dice only, much faster)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="where the CSV/JSON go (default: --pred)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _, summary = evaluate_folder(
+            args.pred, args.label, args.convention, args.pred_convention, not args.no_hd95, args.out
+        )
+    except MedsegError as exc:
+        print(f"medseg evaluate: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(summary))
+    if summary["ignored_predictions"]:
+        ignored = summary["ignored_predictions"]
+        print(f"note: ignored {len(ignored)} prediction(s) without a label: {_some(ignored)}")
+    out = args.out if args.out is not None else args.pred
+    print(f"per-case metrics: {out / PER_CASE_CSV}\nsummary: {out / SUMMARY_JSON}")
+    if summary["n_missing"]:
+        missing = f"{summary['n_missing']} labelled case(s) have no prediction: {_some(summary['missing'])}"
+        print(f"medseg evaluate: error: {missing} (left out of the means above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
