@@ -1,0 +1,3 @@
+from medseg.losses.dice_bce import DiceBCELoss
+
+__all__ = ["DiceBCELoss"]

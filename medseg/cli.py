@@ -1,0 +1,100 @@
+"""The ``medseg`` command: LightningCLI for fit/validate/test, plus file-level commands."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+from medseg.errors import find_medseg_error
+
+# command -> "module:function"; each function takes argv and returns an exit code
+COMMANDS = {
+    "demo": ("medseg.demo:main", "generate demo data, fit, predict and evaluate, end to end"),
+    "demo-data": ("medseg.data.demo:main", "write synthetic BraTS-style cases (BraTS 2021 layout)"),
+    "predict": ("medseg.predict:main", "segment scans from files with a checkpoint"),
+    "evaluate": ("medseg.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
+}
+LIGHTNING = {
+    "fit": "train a model: medseg fit --config configs/swin_unetr_brats.yaml",
+    "validate": "validate a checkpoint: medseg validate --config ... --ckpt_path PATH",
+    "test": "test a checkpoint on data.test_dir: medseg test --config ... --ckpt_path PATH",
+}
+HELP = "usage: medseg COMMAND [options]   (medseg COMMAND --help for each)\n\ncommands:\n" + "\n".join(
+    f"  {name:<10} {text}" for name, text in [*LIGHTNING.items(), *((n, h) for n, (_, h) in COMMANDS.items())]
+)
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Saves config.yaml beside the run and sends the resolved config to the logger (wandb)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams({"config": self.config.as_dict()})
+
+
+class MedsegCLI(LightningCLI):
+    """LightningCLI with medseg's defaults: checkpoints in ``<default_root_dir>/checkpoints`` (so
+    ``--ckpt_path last`` finds them again), wandb offline unless asked, the resolved config logged."""
+
+    def __init__(self, args=None, run: bool = True) -> None:
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=LoggerSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"default_root_dir": "runs/default"},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        parser.link_arguments(
+            "trainer.default_root_dir", "checkpoint.dirpath", compute_fn=lambda root: os.path.join(root, "checkpoints")
+        )
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(HELP)
+        return 0 if argv else 2
+    command = argv[0]
+    lightning_predict = command == "predict" and any(a in ("--config", "-c") or a.startswith("--config=") for a in argv)
+    if command in COMMANDS and not lightning_predict:
+        module, function = COMMANDS[command][0].split(":")
+        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    if command not in LIGHTNING and not lightning_predict:
+        print(f"medseg: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("WANDB_MODE", "offline")  # scans are patient data: nothing leaves by default
+    MedsegCLI(args=argv)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = _dispatch(argv)
+    except KeyboardInterrupt:
+        print("medseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        error = find_medseg_error(e)
+        if error is None:
+            raise
+        print(f"medseg: error: {error}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

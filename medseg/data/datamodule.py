@@ -1,0 +1,148 @@
+"""LightningDataModule for brain-tumour segmentation on any layout ``medseg.data.layouts`` reads.
+
+Batches (``monai.data.DataLoader`` collation):
+
+- train: ``image`` [B, 4, *roi_size], ``label`` [B, 3, *roi_size] (TC, WT, ET), random crops;
+- val / test: ``image`` [1, 4, X, Y, Z], ``label`` [1, 3, X, Y, Z], whole head-cropped volumes, plus
+  ``case_id`` [1]; the module runs sliding-window inference over them.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Literal
+
+import pytorch_lightning as pl
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+
+from medseg.data.layouts import DatasetIndex, read_dataset
+from medseg.data.transforms import eval_transforms, train_transforms
+from medseg.errors import LayoutError
+from medseg.io import check_case_files
+
+
+class BratsDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str,
+        layout: str = "auto",
+        label_convention: str | None = None,
+        datalist: str | None = None,
+        fold: int | None = None,
+        val_fraction: float = 0.2,
+        test_dir: str | None = None,
+        roi_size: tuple[int, int, int] = (96, 96, 96),
+        pixdim: tuple[float, float, float] | None = None,
+        pos_fraction: float = 0.5,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        cache: Literal["none", "memory", "disk"] = "memory",
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            data_dir: dataset root (BraTS 2021/2023 case folders, MSD Task01, nnU-Net raw) or a datalist JSON.
+            layout: ``auto`` detects it; or force ``brats2021``, ``brats2023``, ``msd``, ``nnunet``, ``datalist``.
+            label_convention: override how label values map to TC/WT/ET (``brats2021``: ET=4,
+                ``brats2023``: ET=3, ``msd``); by default the layout's own.
+            datalist: a MONAI-style datalist JSON whose paths are relative to ``data_dir``.
+            fold: validate on this fold of the datalist; without folds, a seeded ``val_fraction`` split.
+            val_fraction: share of cases held out for validation when no fold is given (0: none).
+            test_dir: a second dataset (any layout) used by ``medseg test``.
+            roi_size: training crop size [X, Y, Z]; Swin UNETR needs multiples of 32.
+            pixdim: resample to this voxel spacing in mm; None keeps the native grid.
+            pos_fraction: share of training crops centred on tumour voxels.
+            batch_size: training crops per step.
+            num_workers: DataLoader worker processes (0 loads in the main process).
+            cache: ``memory`` (CacheDataset), ``disk`` (PersistentDataset in ``cache_dir``) or ``none``:
+                what is cached is everything before the first random transform.
+            cache_dir: folder for ``cache: disk``.
+            seed: seed of the train/validation split.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if cache == "disk" and not cache_dir:
+            raise ValueError("data.cache 'disk' needs data.cache_dir")
+        self.index: DatasetIndex | None = None
+        self.splits: dict[str, list[dict]] = {}
+
+    @property
+    def convention(self) -> str:
+        """Name of the label convention actually used (the layout's, unless overridden)."""
+        return self.index.convention.name
+
+    def prepare_data(self) -> None:
+        """Nothing to download: medseg reads data where it lies."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is None:
+            self.index = read_dataset(
+                self.hparams.data_dir, self.hparams.layout, self.hparams.label_convention, self.hparams.datalist
+            )
+            self.hparams.label_convention = self.index.convention.name  # saved in checkpoints for predict
+            self.splits = self._split(self.index.cases)
+        if stage in (None, "fit", "validate"):
+            for case in self.splits["train"] + self.splits["val"]:
+                check_case_files(case)
+        if stage == "test":
+            self.splits["test"] = self._test_cases()
+
+    def _split(self, cases: list[dict]) -> dict[str, list[dict]]:
+        labelled = [c for c in cases if c.get("label")]
+        if not labelled:
+            raise LayoutError(f"{self.hparams.data_dir}: no case has a label; training needs labelled cases")
+        fold = self.hparams.fold
+        if fold is not None:
+            folds = self.index.folds()
+            if fold not in folds:
+                raise LayoutError(f"{self.hparams.data_dir}: fold {fold} not found; the datalist has folds {folds}")
+            return {
+                "train": [c for c in labelled if c.get("fold") != fold],
+                "val": [c for c in labelled if c.get("fold") == fold],
+            }
+        shuffled = sorted(labelled, key=lambda c: c["case_id"])
+        random.Random(self.hparams.seed).shuffle(shuffled)
+        n_val = round(len(shuffled) * self.hparams.val_fraction)
+        if self.hparams.val_fraction > 0 and len(shuffled) > 1:
+            n_val = min(max(1, n_val), len(shuffled) - 1)
+        return {"train": shuffled[n_val:], "val": shuffled[:n_val]}
+
+    def _test_cases(self) -> list[dict]:
+        if not self.hparams.test_dir:
+            return self.splits["val"]
+        index = read_dataset(self.hparams.test_dir, "auto", self.hparams.label_convention)
+        return [c for c in index.cases if c.get("label")]
+
+    def _dataset(self, cases: list[dict], transform, cached: bool):
+        if not cached or self.hparams.cache == "none":
+            return Dataset(cases, transform)
+        if self.hparams.cache == "disk":
+            Path(self.hparams.cache_dir).mkdir(parents=True, exist_ok=True)
+            return PersistentDataset(cases, transform, cache_dir=self.hparams.cache_dir)
+        return CacheDataset(cases, transform, num_workers=self.hparams.num_workers or None, progress=False)
+
+    def train_dataloader(self) -> DataLoader:
+        transform = train_transforms(
+            self.convention, self.hparams.roi_size, self.hparams.pixdim, self.hparams.pos_fraction
+        )
+        dataset = self._dataset(self.splits["train"], transform, cached=True)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            drop_last=False,
+        )
+
+    def _eval_loader(self, cases: list[dict]) -> DataLoader:
+        dataset = self._dataset(cases, eval_transforms(self.convention, self.hparams.pixdim), cached=True)
+        return DataLoader(dataset, batch_size=1, num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.splits["val"])
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.splits["test"])

@@ -1,0 +1,126 @@
+"""Whole-scan segmentation with a trained model: files in, label maps on the input's own grid out.
+
+``Predictor`` runs the same preprocessing as validation (RAS orientation, optional resampling, head crop,
+normalisation), sliding-window inference, then ``Invertd`` to undo crop, resampling and orientation, so
+a label map has the input's exact shape and affine and overlays it in ITK-SNAP or 3D Slicer.
+
+>>> predictor = Predictor.from_checkpoint("runs/demo/checkpoints/last.ckpt")   # doctest: +SKIP
+>>> result = predictor.predict_case({"case_id": "c1", "image": [t1, t1ce, t2, flair]})  # doctest: +SKIP
+>>> result.label.shape, result.affine                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Invertd
+from pytorch_lightning.cli import instantiate_module
+
+from medseg.data.labels import get_convention
+from medseg.data.transforms import eval_transforms
+from medseg.errors import MedsegError
+from medseg.io import read_header, reference_file
+from medseg.modules.segmentation import SegmentationModule
+from medseg.nets.pretrained import WeightsError, safe_load
+
+
+@dataclass
+class Prediction:
+    """One case's result on the input grid.
+
+    Attributes:
+        case_id: the case.
+        label: uint8 [X, Y, Z] label map in the dataset's label convention.
+        probabilities: float32 [3, X, Y, Z] (TC, WT, ET) or None.
+        affine: 4x4 voxel -> world (RAS mm) of the input.
+        reference: the input file whose grid the arrays are on.
+    """
+
+    case_id: str
+    label: np.ndarray
+    probabilities: np.ndarray | None
+    affine: np.ndarray
+    reference: str
+
+
+def load_module(checkpoint: str | Path, map_location: str = "cpu") -> tuple[SegmentationModule, dict]:
+    """A segmentation module and its datamodule's settings from a ``medseg fit`` checkpoint, loaded safely."""
+    ckpt = safe_load(checkpoint, map_location)
+    hparams = dict(ckpt.get("hyper_parameters", {}))
+    if "net" not in hparams:
+        raise WeightsError(
+            f"{checkpoint}: holds no network configuration (was it written by `medseg fit`?); "
+            "build the module in Python and load its state_dict instead"
+        )
+    hparams.pop("_instantiator", None)
+    hparams.pop("pretrained", None)  # the checkpoint's own weights replace any start point
+    module = instantiate_module(SegmentationModule, hparams)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval(), dict(ckpt.get("datamodule_hyper_parameters", {}))
+
+
+class Predictor:
+    """Segment whole scans with a trained ``SegmentationModule``.
+
+    Args:
+        module: the trained module (its roi, overlap, blending and threshold are used unless overridden).
+        label_convention: convention the label maps are written in (the training dataset's).
+        pixdim: the resampling used in training (None: native grid).
+        device: where the windows run: ``cpu``, ``cuda``, ``auto``.
+        overlap, mode, sw_batch_size, stitch_device: sliding-window overrides.
+    """
+
+    def __init__(
+        self,
+        module: SegmentationModule,
+        label_convention: str = "brats2021",
+        pixdim: Sequence[float] | None = None,
+        device: str = "auto",
+        overlap: float | None = None,
+        mode: str | None = None,
+        sw_batch_size: int | None = None,
+        stitch_device: str | None = None,
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+        overrides = {"sw_overlap": overlap, "sw_mode": mode, "sw_batch_size": sw_batch_size, "stitch_device": stitch_device}
+        self.module.hparams.update({k: v for k, v in overrides.items() if v is not None})
+        self.convention = get_convention(label_convention)
+        self.transform = eval_transforms(self.convention, pixdim, with_label=False)
+        self.invert = Invertd(keys="pred", transform=self.transform, orig_keys="image", nearest_interp=False)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto", **overrides) -> Predictor:
+        module, data = load_module(checkpoint)
+        kwargs = {"label_convention": data.get("label_convention") or "brats2021", "pixdim": data.get("pixdim")}
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(module, device=device, **kwargs)
+
+    @torch.inference_mode()
+    def predict_case(self, case: dict, probabilities: bool = False) -> Prediction:
+        """case {"case_id", "image": modality paths (t1, t1ce, t2, flair) or one 4-D path} -> Prediction."""
+        data = self.transform(case)
+        image = data["image"]  # [4, X', Y', Z'] RAS, cropped, normalised
+        logits = self.module.sliding_window(image[None].to(self.device))  # [1, 3, X', Y', Z']
+        probs = torch.sigmoid(logits[0].float()).cpu()  # [3, X', Y', Z']
+        data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
+        restored = self.invert(data)["pred"].as_tensor()  # [3, X, Y, Z] on the input grid
+        reference = reference_file(case)
+        shape, affine = read_header(reference)
+        if tuple(restored.shape[1:]) != tuple(shape[:3]):
+            raise MedsegError(f"internal error: inverted prediction {tuple(restored.shape[1:])} != input {shape[:3]}")
+        label = self.convention.from_regions(restored > self.module.hparams.threshold).numpy()  # [X, Y, Z]
+        return Prediction(
+            case_id=case["case_id"],
+            label=label,
+            probabilities=restored.numpy().astype(np.float32) if probabilities else None,
+            affine=affine,
+            reference=reference,
+        )

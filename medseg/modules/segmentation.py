@@ -1,0 +1,162 @@
+"""LightningModule for 3-D segmentation of the regions TC, WT, ET with any injected network.
+
+Batch contract (from ``medseg.data.datamodule``):
+
+- training: ``image`` [B, 4, *roi_size] float, ``label`` [B, 3, *roi_size] 0/1 (TC, WT, ET);
+- validation / test: ``image`` [1, 4, X, Y, Z] whole head-cropped volume, ``label`` [1, 3, X, Y, Z];
+  sliding-window inference at ``roi_size`` turns it into logits [1, 3, X, Y, Z].
+
+Logged: ``train/loss``, ``train/dice``, ``train/bce``; ``val/loss``, ``val/dice_tc``, ``val/dice_wt``,
+``val/dice_et``, ``val/dice_mean`` (+ ``val/hd95_*`` when ``val_hd95``); the same under ``test/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from monai.inferers import sliding_window_inference
+from monai.optimizers import WarmupCosineSchedule
+from torch import nn
+
+from medseg.data.labels import REGIONS
+from medseg.losses import DiceBCELoss
+from medseg.metrics import dice, hd95
+from medseg.nets.pretrained import load_pretrained
+
+
+class SegmentationModule(pl.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        roi_size: tuple[int, int, int] = (96, 96, 96),
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        warmup_steps: float = 0.05,
+        dice_weight: float = 1.0,
+        bce_weight: float = 1.0,
+        sw_batch_size: int = 1,
+        sw_overlap: float = 0.25,
+        sw_mode: Literal["constant", "gaussian"] = "constant",
+        sw_device: str | None = None,
+        stitch_device: str | None = None,
+        threshold: float = 0.5,
+        val_hd95: bool = False,
+        pretrained: str | None = None,
+        log_images: int = 2,
+    ) -> None:
+        """
+        Args:
+            net: the network, [B, 4, *roi] -> logits [B, 3, *roi] (e.g. ``medseg.nets.SwinUNETR``).
+            roi_size: training crop and sliding-window size; every side a multiple of the network's
+                ``size_divisor`` (32 for Swin UNETR).
+            lr: peak AdamW learning rate.
+            weight_decay: AdamW weight decay.
+            warmup_steps: linear warm-up length in optimizer steps, or as a fraction of all steps if < 1;
+                cosine decay to 0 after it.
+            dice_weight: weight of the soft Dice term of the loss.
+            bce_weight: weight of the binary cross-entropy term.
+            sw_batch_size: windows per forward in sliding-window inference.
+            sw_overlap: overlap of neighbouring windows (0 to <1).
+            sw_mode: blending of overlapping windows: ``constant`` or ``gaussian``.
+            sw_device: device the windows run on (default: the module's).
+            stitch_device: device the whole-volume output is stitched on; ``cpu`` keeps large volumes off
+                the GPU.
+            threshold: probability above which a voxel belongs to a region.
+            val_hd95: also compute HD95 during validation (slower; always on in test).
+            pretrained: a weights file for the network (a MONAI SwinUNETR state_dict or a medseg
+                checkpoint), loaded before training.
+            log_images: how many validation cases to log as slice overlays to wandb (0: none, for data
+                that must not leave the site).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if isinstance(self.hparams.get("net"), nn.Module):  # built in Python, not from a config
+            self.hparams.pop("net")
+        divisor = getattr(net, "size_divisor", 1)
+        if len(roi_size) != 3 or any(int(s) % divisor for s in roi_size):
+            raise ValueError(
+                f"roi_size {tuple(roi_size)} does not fit {type(net).__name__}: each side must be a multiple of {divisor}"
+            )
+        self.net = net
+        self.loss = DiceBCELoss(dice_weight, bce_weight)
+        if pretrained:
+            load_pretrained(self.net, pretrained)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image [B, 4, X, Y, Z] -> logits [B, 3, X, Y, Z]."""
+        return self.net(image)
+
+    def sliding_window(self, image: torch.Tensor, overlap: float | None = None) -> torch.Tensor:
+        """Whole-volume logits [B, 3, X, Y, Z] from windows of ``roi_size``."""
+        return sliding_window_inference(
+            image,
+            roi_size=self.hparams.roi_size,
+            sw_batch_size=self.hparams.sw_batch_size,
+            predictor=self.net,
+            overlap=self.hparams.sw_overlap if overlap is None else overlap,
+            mode=self.hparams.sw_mode,
+            sw_device=self.hparams.sw_device,
+            device=self.hparams.stitch_device,
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])  # [B, 3, *roi]
+        losses = self.loss(logits, batch["label"])
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(logits))
+        return losses["loss"]
+
+    def _evaluate(self, batch: dict, stage: str, with_hd95: bool) -> torch.Tensor:
+        label = batch["label"]  # [1, 3, X, Y, Z]
+        logits = self.sliding_window(batch["image"]).to(label.device)  # [1, 3, X, Y, Z]
+        pred = torch.sigmoid(logits) > self.hparams.threshold
+        metrics = {f"{stage}/loss": self.loss(logits, label)["loss"]}
+        scores = dice(pred, label.bool())[0]  # [3]
+        metrics.update({f"{stage}/dice_{r.lower()}": s for r, s in zip(REGIONS, scores)})
+        metrics[f"{stage}/dice_mean"] = scores.mean()
+        if with_hd95:
+            spacing = _spacing(batch["image"])
+            distances = hd95(pred, label.bool(), spacing)[0]  # [3] mm
+            metrics.update({f"{stage}/hd95_{r.lower()}": d for r, d in zip(REGIONS, distances)})
+            metrics[f"{stage}/hd95_mean"] = distances.mean()
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1, sync_dist=True, prog_bar=stage == "val")
+        return pred
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        pred = self._evaluate(batch, "val", self.hparams.val_hd95)
+        if batch_idx < self.hparams.log_images:
+            self._log_overlay(batch, pred, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test", with_hd95=True)
+
+    def _log_overlay(self, batch: dict, pred: torch.Tensor, index: int) -> None:
+        """A slice overlay (image, truth, prediction) to loggers that take images (wandb)."""
+        log_image = getattr(self.logger, "log_image", None)
+        if log_image is None or self.trainer.sanity_checking or self.global_rank != 0:
+            return
+        from medseg.visualize import overlay_grid
+
+        picture = overlay_grid(batch["image"][0], batch["label"][0], pred[0])
+        case_id = batch.get("case_id", [f"case{index}"])[0]
+        log_image(key=f"val/overlay_{index}", images=[picture], caption=[str(case_id)], step=self.global_step)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = self.hparams.warmup_steps
+        warmup = int(warmup * total) if warmup < 1 else int(warmup)
+        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=min(warmup, total - 1), t_total=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _spacing(image: torch.Tensor) -> Sequence[float] | None:
+    """Voxel spacing in mm of a (batched) MetaTensor, None for a plain tensor."""
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        return None
+    affine = affine[0] if affine.ndim == 3 else affine
+    return torch.linalg.norm(affine[:3, :3].float(), dim=0).tolist()
+
