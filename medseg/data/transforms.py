@@ -71,9 +71,7 @@ class LoadCased(MapTransform):
         d["image"] = self._load_image(d["image"], d.get("channel_order"), case_id)
         if d.get("label"):
             d["label"] = self._load_label(d["label"], case_id)
-        else:
-            d.pop("label", None)
-        return d
+        return {k: v for k, v in d.items() if v is not None}  # no label, no fold: nothing to collate
 
     def _load_image(self, paths, channel_order, case_id) -> MetaTensor:
         if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
@@ -118,7 +116,7 @@ def preprocessing(
     keys = ["image", "label"] if with_label else ["image"]
     transforms = [
         LoadCased(convention),
-        Orientationd(keys=keys, axcodes="RAS"),
+        Orientationd(keys=keys, axcodes="RAS", labels=None),
     ]
     if pixdim is not None:
         modes = ("bilinear", "nearest") if with_label else ("bilinear",)

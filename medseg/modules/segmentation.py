@@ -12,6 +12,7 @@ Logged: ``train/loss``, ``train/dice``, ``train/bce``; ``val/loss``, ``val/dice_
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -72,7 +73,9 @@ class SegmentationModule(pl.LightningModule):
                 that must not leave the site).
         """
         super().__init__()
-        self.save_hyperparameters()
+        with warnings.catch_warnings():  # from a config the net is saved as its config, else popped below
+            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance")
+            self.save_hyperparameters()
         if isinstance(self.hparams.get("net"), nn.Module):  # built in Python, not from a config
             self.hparams.pop("net")
         divisor = getattr(net, "size_divisor", 1)
