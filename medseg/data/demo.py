@@ -110,6 +110,7 @@ def generate_case(
     n_lesions: int | tuple[int, int] = 1,
     p_enhancing: float = 1.0,
     p_necrosis: float = 0.8,
+    skull_stripped: bool = True,
 ) -> DemoCase:
     """Draw one case; the same ``seed`` (an int or a tuple of ints) always gives the same arrays.
 
@@ -123,6 +124,8 @@ def generate_case(
         p_enhancing: probability that a lesion has an enhancing rim / core (label 4).
         p_necrosis: probability that a lesion has a necrotic centre (label 1); for a non-enhancing lesion,
             the probability that it has a non-enhancing core (also label 1 in BraTS) besides edema.
+        skull_stripped: zero every voxel outside the brain, as BraTS distributes its scans; False keeps
+            scalp, skull and the outer CSF layer.
 
     Each entry of ``lesions`` holds: ``centre_voxel`` (WT centroid, array index), ``centre_mm`` (the same
     point in world RAS mm), ``hemisphere`` (``left``/``right``, from the sign of world x: x > 0 is the
@@ -157,6 +160,8 @@ def generate_case(
     count = int(rng.integers(lo, hi + 1))
     label, lesion_map, tissue = _add_lesions(rng, count, p_enhancing, p_necrosis, tissue, brain, spacing, scale)
     images = _render(rng, tissue, spacing)
+    if skull_stripped:
+        images = {name: np.where(brain, image, 0).astype(np.float32) for name, image in images.items()}
     brain_semi = semi - 13.5 * scale  # inside the scalp, skull and CSF layers
     lesions = [_describe(lesion_map == n, label, affine, head_world, brain_semi, spacing) for n in range(1, count + 1)]
     return DemoCase(case_id, images, label, affine, lesions, tissue)
@@ -250,6 +255,7 @@ layouts:
     add("--spacing", type=float, nargs=3, default=[2, 2, 2.5], metavar=("X", "Y", "Z"), help="mm (default: 2 2 2.5)")
     add("--p-enhancing", type=float, default=1.0, help="probability a lesion enhances (default: 1.0)")
     add("--p-necrosis", type=float, default=0.8, help="probability of a necrotic centre (default: 0.8)")
+    add("--with-skull", action="store_true", help="keep scalp and skull (default: skull-stripped, as BraTS)")
     add("--overwrite", action="store_true", help="write into a folder that already holds cases")
     args = parser.parse_args(argv)
 
@@ -275,6 +281,7 @@ layouts:
             n_lesions=n_lesions,
             p_enhancing=args.p_enhancing,
             p_necrosis=args.p_necrosis,
+            skull_stripped=not args.with_skull,
         )
     except ValueError as err:
         parser.error(str(err))

@@ -16,10 +16,12 @@ class DiceBCELoss(nn.Module):
     Returns a dict of named parts: ``loss`` (what is optimised), ``dice`` and ``bce``.
     """
 
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5) -> None:
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
         super().__init__()
         self.dice_weight, self.bce_weight = dice_weight, bce_weight
-        self.dice = DiceLoss(sigmoid=True, smooth_nr=smooth, smooth_dr=smooth)
+        # MONAI's BraTS reference settings: no numerator smoothing, so a region absent from a crop adds
+        # no push towards predicting nothing (BCE handles background); squared terms in the denominator
+        self.dice = DiceLoss(sigmoid=True, squared_pred=True, smooth_nr=0.0, smooth_dr=1e-5)
         self.bce = nn.BCEWithLogitsLoss()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

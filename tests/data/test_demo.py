@@ -19,8 +19,9 @@ FULL = np.ones((3, 3, 3), bool)  # 26-connectivity
 @pytest.fixture(scope="module")
 def cases():
     """Three tiny default cases (one lesion, enhancing, necrotic with p = 0.8) and one with necrosis forced."""
-    out = [generate_case(f"case{i}", seed=(0, i), shape=SHAPE) for i in range(3)]
-    return [*out, generate_case("necrotic", seed=(0, 99), shape=SHAPE, p_necrosis=1.0)]
+    # with the skull, so every tissue of the story is visible
+    out = [generate_case(f"case{i}", seed=(0, i), shape=SHAPE, skull_stripped=False) for i in range(3)]
+    return [*out, generate_case("necrotic", seed=(0, 99), shape=SHAPE, p_necrosis=1.0, skull_stripped=False)]
 
 
 def test_same_seed_same_case_other_seed_other_case():
@@ -211,3 +212,14 @@ def test_cli_help_explains_itself(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "--out" in text and "--overwrite" in text and "BraTS" in text
+
+
+def test_default_is_skull_stripped_like_brats():
+    case = generate_case("s", seed=(5, 1), shape=SHAPE)
+    from medseg.data.demo import SCALP, SKULL
+
+    outside = np.isin(case.tissue, (SCALP, SKULL))
+    assert outside.any()
+    for image in case.images.values():
+        assert not image[outside].any()  # zero outside the brain
+    assert (case.images["t1"][case.label > 0] > 0).all()  # the tumour stays inside what is kept
