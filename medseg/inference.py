@@ -39,6 +39,8 @@ class Prediction:
         probabilities: float32 [3, X, Y, Z] (TC, WT, ET) or None.
         affine: 4x4 voxel -> world (RAS mm) of the input.
         reference: the input file whose grid the arrays are on.
+        preview: (image [4, X', Y', Z'], regions [3, X', Y', Z'] bool) in the network's RAS, head-cropped
+            space, for pictures; None unless asked for.
     """
 
     case_id: str
@@ -46,6 +48,11 @@ class Prediction:
     probabilities: np.ndarray | None
     affine: np.ndarray
     reference: str
+    preview: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def voxel_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
 
 def load_module(checkpoint: str | Path, map_location: str = "cpu") -> tuple[SegmentationModule, dict]:
@@ -104,7 +111,7 @@ class Predictor:
         return cls(module, device=device, **kwargs)
 
     @torch.inference_mode()
-    def predict_case(self, case: dict, probabilities: bool = False) -> Prediction:
+    def predict_case(self, case: dict, probabilities: bool = False, preview: bool = False) -> Prediction:
         """case {"case_id", "image": modality paths (t1, t1ce, t2, flair) or one 4-D path} -> Prediction."""
         data = self.transform(case)
         image = data["image"]  # [4, X', Y', Z'] RAS, cropped, normalised
@@ -123,4 +130,5 @@ class Predictor:
             probabilities=restored.numpy().astype(np.float32) if probabilities else None,
             affine=affine,
             reference=reference,
+            preview=(image.numpy(), (probs > self.module.hparams.threshold).numpy()) if preview else None,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from medseg import report
 from medseg.data.layouts import find_predict_cases
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference import Predictor
@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     parser.add_argument("--probabilities", action="store_true", help="also write <case>_prob.nii.gz")
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
+    parser.add_argument(
+        "--report", action="store_true", help="also write OUT/report/: a PNG overlay per case and index.html with volumes"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
     parser.add_argument("--mode", choices=["constant", "gaussian"], help="window blending (default: the checkpoint's)")
@@ -71,6 +74,13 @@ def check_output_dir(out: Path, inputs: list[dict]) -> None:
             raise MedsegError(f"output {target} would overwrite an input scan; choose another --out")
 
 
+def _report_case(result, convention, report_dir: Path) -> dict:
+    image, regions = result.preview
+    png = report.save_overlay(image, regions, report_dir / f"{result.case_id}.png", title=result.case_id)
+    volumes = report.region_volumes_ml(result.label, convention, result.voxel_ml)
+    return {"case_id": result.case_id, **volumes, "overlay": png.name}
+
+
 def run(args: argparse.Namespace) -> int:
     cases = find_predict_cases(args.inputs)
     out = Path(args.out)
@@ -84,14 +94,14 @@ def run(args: argparse.Namespace) -> int:
         stitch_device=args.stitch_device,
         label_convention=args.label_convention,
     )
-    failures, skipped, written = [], 0, 0
+    failures, skipped, written, report_rows = [], 0, 0, []
     for case in tqdm(cases, desc="predict", unit="case", disable=None):
         target = out / case_output_name(case["case_id"])
         if target.exists() and not args.overwrite:
             skipped += 1
             continue
         try:
-            result = predictor.predict_case(case, probabilities=args.probabilities)
+            result = predictor.predict_case(case, probabilities=args.probabilities, preview=args.report)
         except Exception as e:
             error = find_medseg_error(e)
             if error is None:
@@ -102,8 +112,13 @@ def run(args: argparse.Namespace) -> int:
         if result.probabilities is not None:
             probs = np.moveaxis(result.probabilities, 0, -1)  # [X, Y, Z, 3]
             write_like(probs, result.reference, out / case_output_name(case["case_id"], "_prob.nii.gz"), np.float32)
+        if args.report:
+            report_rows.append(_report_case(result, predictor.convention, out / "report"))
         write_like(result.label, result.reference, target)  # the label map last: it marks the case done
         written += 1
+    if args.report and report_rows:
+        index = report.write_html(out / "report", report.merge_rows(out / "report", report_rows))
+        print(f"report: {index}")
     print(f"wrote {written} label map(s) to {out}" + (f"; {skipped} already there (use --overwrite to redo)" if skipped else ""))
     if failures:
         print(f"{len(failures)} case(s) failed:", file=sys.stderr)

@@ -1,6 +1,9 @@
 """Predictions land on the input grid voxel for voxel, whatever the input's orientation and spacing."""
 
+import json
+
 import nibabel as nib
+import pytest
 import numpy as np
 import torch
 from torch import nn
@@ -51,3 +54,22 @@ def test_predict_cli_writes_aligned_label_maps(tmp_path, monkeypatch):
     np.testing.assert_allclose(written.affine, LPS_AFFINE, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(written.dataobj), label)
     assert [p.name for p in out.iterdir()] == ["BraTS2021_00011.nii.gz"]  # no temporary file left
+
+
+def test_predict_report_writes_overlays_and_html(tmp_path, monkeypatch):
+    from medseg import predict, report
+
+    label = blob_label(shape=(32, 28, 16), seed=5)
+    write_case(tmp_path / "cases", "BraTS2021_00012", label)
+    monkeypatch.setattr(predict.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: _predictor()))
+    out = tmp_path / "pred"
+    assert predict.main([str(tmp_path / "cases"), "--ckpt", "x.ckpt", "--out", str(out), "--report"]) == 0
+    png = out / "report" / "BraTS2021_00012.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report" / "index.html").read_text()
+    assert "BraTS2021_00012.png" in page and "Region volumes" in page
+    (row,) = json.loads((out / "report" / "cases.json").read_text())
+    voxel_ml = abs(np.linalg.det(LPS_AFFINE[:3, :3])) / 1000
+    assert row["WT"] == pytest.approx((label > 0).sum() * voxel_ml, rel=1e-5)  # ml
+    assert row["ET"] == pytest.approx((label == 4).sum() * voxel_ml, rel=1e-5)
+    report.write_html(out / "report", metrics_summary=None)  # rebuilt from cases.json

@@ -1,0 +1,133 @@
+"""Pictures and an HTML page of a prediction run: what a person looks at before trusting the numbers.
+
+- ``save_overlay``: a PNG per case, axial / coronal / sagittal slices through the tumour with one colour
+  per region and a legend (truth on top when a label is given, prediction below);
+- ``write_html``: ``index.html`` with region volumes in ml per case, the metrics table when
+  ``medseg evaluate`` has run, and the overlays;
+- ``plot_curves``: training curves from a CSV logger's ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from medseg.data.labels import REGIONS, LabelConvention  # noqa: E402
+from medseg.io import atomic_path  # noqa: E402
+from medseg.visualize import COLOURS, overlay_grid  # noqa: E402
+
+LEGEND = {"WT": "whole tumour (edema)", "TC": "tumour core", "ET": "enhancing tumour"}
+
+
+def save_overlay(image, pred, path: str | Path, title: str = "", label=None) -> Path:
+    """image [4, X, Y, Z] (RAS), pred / label [3, X, Y, Z] (TC, WT, ET) -> PNG at ``path``."""
+    grid = overlay_grid(image, label, pred)  # [rows*H, 3*W, 3] uint8
+    rows = 1 if label is None else 2
+    fig, ax = plt.subplots(figsize=(9, 3.2 * rows), dpi=100)
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    names = ["axial", "coronal", "sagittal"]
+    width = grid.shape[1] / 3
+    for i, name in enumerate(names):
+        ax.text((i + 0.5) * width, -4, name, ha="center", va="bottom", fontsize=9)
+    for r, name in enumerate(["truth", "prediction"][-rows:]):
+        ax.text(-6, (r + 0.5) * grid.shape[0] / rows, name, ha="right", va="center", rotation=90, fontsize=9)
+    handles = [Patch(color=COLOURS[r], label=LEGEND[r]) for r in ("WT", "TC", "ET")]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10, pad=16)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def region_volumes_ml(label: np.ndarray, convention: LabelConvention, voxel_ml: float) -> dict[str, float]:
+    """Volume of TC, WT and ET in ml of a label map in ``convention``."""
+    regions = convention.to_regions(label)  # [3, X, Y, Z]
+    return {r: float(regions[i].sum()) * voxel_ml for i, r in enumerate(REGIONS)}
+
+
+def merge_rows(out_dir: str | Path, rows: Sequence[dict]) -> list[dict]:
+    """Merge ``rows`` into ``out_dir/cases.json`` (a rerun that skips finished cases keeps theirs)."""
+    store = Path(out_dir) / "cases.json"
+    merged = {r["case_id"]: r for r in (json.loads(store.read_text()) if store.exists() else [])}
+    merged.update({r["case_id"]: r for r in rows})
+    ordered = [merged[k] for k in sorted(merged)]
+    with atomic_path(store) as tmp:
+        tmp.write_text(json.dumps(ordered, indent=1))
+    return ordered
+
+
+def write_html(out_dir: str | Path, rows: Sequence[dict] | None = None, metrics_summary: str | Path | None = None) -> Path:
+    """``out_dir/index.html``: one row per case (volumes in ml, overlay), plus the evaluate summary.
+
+    rows: ``{"case_id", "TC", "WT", "ET" (ml), "overlay" (path relative to out_dir)}``; default: the rows
+    stored in ``out_dir/cases.json`` by :func:`merge_rows`.
+    """
+    out_dir = Path(out_dir)
+    if rows is None:
+        rows = json.loads((out_dir / "cases.json").read_text())
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>medseg predictions</title>",
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd}"
+        "td{text-align:right}td:first-child{text-align:left}img{max-width:900px}</style></head><body>",
+        f"<h1>medseg predictions</h1><p>{len(rows)} case(s)</p>",
+    ]
+    if metrics_summary and Path(metrics_summary).exists():
+        summary = json.loads(Path(metrics_summary).read_text())
+        parts.append("<h2>Metrics</h2><table><tr><th>region</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>")
+        for region in (*REGIONS, "mean"):
+            dice, hd = summary.get(f"dice_{region.lower()}", {}), summary.get(f"hd95_{region.lower()}", {})
+            parts.append(
+                f"<tr><td>{region}</td><td>{dice.get('mean', float('nan')):.4f} ± {dice.get('std', float('nan')):.4f}</td>"
+                f"<td>{hd.get('mean', float('nan')):.2f} ± {hd.get('std', float('nan')):.2f}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("<h2>Region volumes (ml)</h2><table><tr><th>case</th><th>TC</th><th>WT</th><th>ET</th></tr>")
+    for row in rows:
+        cells = "".join(f"<td>{row[r]:.1f}</td>" for r in REGIONS)
+        parts.append(f"<tr><td><a href='#{html.escape(row['case_id'])}'>{html.escape(row['case_id'])}</a></td>{cells}</tr>")
+    parts.append("</table><h2>Overlays</h2>")
+    for row in rows:
+        if row.get("overlay"):
+            case = html.escape(row["case_id"])
+            parts.append(f"<h3 id='{case}'>{case}</h3><img src='{html.escape(str(row['overlay']))}' alt='{case}'>")
+    parts.append("</body></html>")
+    target = out_dir / "index.html"
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(parts))
+    return target
+
+
+def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
+    """Training curves (every ``train/*`` and ``val/*`` column of a CSVLogger file) against step."""
+    with open(metrics_csv, newline="") as f:
+        records = list(csv.DictReader(f))
+    columns = [c for c in (records[0].keys() if records else []) if c.startswith(("train/", "val/"))]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
+    for column in columns:
+        points = [(int(r["step"]), float(r[column])) for r in records if r.get(column) not in (None, "")]
+        if points:
+            ax = axes[0] if column.startswith("train/") else axes[1]
+            ax.plot(*zip(*points), label=column, marker="." if len(points) < 20 else None)
+    for ax, title in zip(axes, ("training", "validation")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return Path(out_png)
