@@ -1,0 +1,351 @@
+"""3-D DETR: box ops, matcher, criterion, metrics, detection data, CLI fit and detect (tiny sizes)."""
+
+import itertools
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from nibabel.affines import apply_affine
+
+from medseg.cli import main
+from medseg.data.boxes import (
+    box_cxcyczwhd_to_xyzxyz,
+    box_iou,
+    box_xyzxyz_to_cxcyczwhd,
+    boxes_voxel_to_world,
+    boxes_world_to_voxel,
+    generalized_box_iou,
+    points_voxel_to_world,
+    points_world_to_voxel,
+)
+from medseg.data.demo import generate_dataset
+from medseg.data.detection import DetectionDataModule, RandFlipBoxesd, detection_transforms, label_to_boxes
+from medseg.data.layouts import read_dataset
+from medseg.detect import BoxDetector, main as detect_main, predict_boxes
+from medseg.losses.detr import HungarianMatcher3d, SetCriterion3d
+from medseg.metrics_detection import average_precision, froc, mean_average_precision
+from medseg.modules.detection import DetectionModule
+from medseg.nets.detr import ConvBackbone3d, DETR3d, postprocess, sine_position_encoding_3d
+
+from conftest import _lps_affine
+
+ROOT = Path(__file__).resolve().parents[1]
+ROTATED = _lps_affine(degrees=7.0, spacing=(0.9, 1.2, 2.5))  # LPS-flipped, anisotropic, rotated
+UNROTATED = _lps_affine(degrees=0.0, spacing=(0.9, 1.2, 2.5))
+
+
+def random_boxes(n: int, generator: torch.Generator) -> torch.Tensor:
+    """[n, 6] cxcyczwhd inside the unit cube."""
+    centre = 0.25 + 0.5 * torch.rand(n, 3, generator=generator)
+    size = 0.05 + 0.4 * torch.rand(n, 3, generator=generator)
+    return torch.cat([centre, size], 1)
+
+
+def tiny_detr(n_queries: int = 4, n_classes: int = 1) -> DETR3d:
+    backbone = ConvBackbone3d(4, channels=(4, 8), convs_per_stage=1)
+    return DETR3d(backbone, n_classes, n_queries, hidden_dim=12, n_heads=2, enc_layers=1, dec_layers=2, ff_dim=16)
+
+
+# ---------------------------------------------------------------------------------------------- boxes
+
+
+def test_giou_known_values():
+    unit = torch.tensor([[0.0, 0, 0, 1, 1, 1]])
+    cases = [
+        ([0, 0, 0, 1, 1, 1], 1.0),  # identical
+        ([1, 0, 0, 2, 1, 1], 0.0),  # touching faces: IoU 0, hull = union
+        ([2, 2, 2, 3, 3, 3], 0.0 - (27 - 2) / 27),  # apart: hull 3^3, union 2
+        ([0, 0, 0, 2, 2, 2], 1 / 8),  # nested: IoU 1/8, hull = union
+        ([0.5, 0, 0, 1.5, 1, 1], 1 / 3),  # half overlap: inter 1/2, union 3/2, hull = union
+    ]
+    for other, expected in cases:
+        giou = generalized_box_iou(unit, torch.tensor([other], dtype=torch.float32))
+        assert giou.item() == pytest.approx(expected, abs=1e-6), other
+    a, b = torch.tensor([[0.0, 0, 0, 2, 2, 2]]), torch.tensor([[1.0, 1, 1, 3, 3, 3]])
+    assert box_iou(a, b)[0].item() == pytest.approx(1 / 15)
+    assert generalized_box_iou(a, b).item() == pytest.approx(1 / 15 - (27 - 15) / 27)
+    boxes = box_cxcyczwhd_to_xyzxyz(random_boxes(5, torch.Generator().manual_seed(0)))
+    assert torch.allclose(torch.diag(generalized_box_iou(boxes, boxes)), torch.ones(5))
+
+
+def test_box_formats_round_trip():
+    boxes = random_boxes(7, torch.Generator().manual_seed(1))
+    assert torch.allclose(box_xyzxyz_to_cxcyczwhd(box_cxcyczwhd_to_xyzxyz(boxes)), boxes, atol=1e-6)
+
+
+def test_points_and_boxes_voxel_world_round_trip():
+    points = np.random.default_rng(0).uniform(-5, 60, (20, 3))
+    for affine in (UNROTATED, ROTATED):
+        world = points_voxel_to_world(points, affine)
+        assert np.allclose(world, apply_affine(affine, points))  # nibabel's reference
+        assert np.allclose(points_world_to_voxel(world, affine), points)
+
+    boxes = np.array([[0, 0, 0, 1, 1, 1], [10, 4, 3, 25, 30, 9]], dtype=float)  # voxel edges
+    # no rotation (x, y flipped, anisotropic): one voxel is one spacing wide, centred on its world point
+    world = boxes_voxel_to_world(boxes, UNROTATED)
+    assert np.allclose(world[0, 3:] - world[0, :3], [0.9, 1.2, 2.5])
+    assert np.allclose((world[0, :3] + world[0, 3:]) / 2, apply_affine(UNROTATED, [0, 0, 0]))
+    # rotated: the world box is the tightest one holding every corner of the voxel box
+    world = boxes_voxel_to_world(boxes, ROTATED)
+    for box, wbox in zip(boxes, world):
+        corners = apply_affine(ROTATED, np.array(list(itertools.product(*zip(box[:3], box[3:])))) - 0.5)
+        assert np.allclose(corners.min(0), wbox[:3]) and np.allclose(corners.max(0), wbox[3:])
+    # and both ways round-trip, whatever the affine
+    for affine in (UNROTATED, ROTATED):
+        assert np.allclose(boxes_world_to_voxel(boxes_voxel_to_world(boxes, affine), affine), boxes)
+    # a world box no voxel box of the rotated grid has (too thin): the voxel box holding its corners
+    thin = np.array([[0.0, 0.0, 0.0, 40.0, 40.0, 0.1]])
+    voxel = boxes_world_to_voxel(thin, ROTATED)
+    assert (boxes_voxel_to_world(voxel, ROTATED)[0, :3] <= thin[0, :3]).all()
+
+
+# ---------------------------------------------------------------------------------------------- matcher, criterion
+
+
+def _cost(logits, pred_boxes, tgt_labels, tgt_boxes, weights=(1.0, 5.0, 2.0)):
+    """The matching cost written out element by element, as the reference."""
+    prob = logits.softmax(-1)
+    q, n = len(pred_boxes), len(tgt_boxes)
+    cost = np.zeros((q, n))
+    for i, j in itertools.product(range(q), range(n)):
+        a = box_cxcyczwhd_to_xyzxyz(pred_boxes[i : i + 1])
+        b = box_cxcyczwhd_to_xyzxyz(tgt_boxes[j : j + 1])
+        l1 = (pred_boxes[i] - tgt_boxes[j]).abs().sum().item()
+        cost[i, j] = -weights[0] * prob[i, tgt_labels[j]].item() + weights[1] * l1 - weights[2] * generalized_box_iou(a, b).item()
+    return cost
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matcher_is_optimal_against_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    n_queries, n_classes, sizes = 5, 3, [3, 0, 5]
+    logits = torch.randn(len(sizes), n_queries, n_classes + 1, generator=g)
+    pred_boxes = random_boxes(len(sizes) * n_queries, g).view(len(sizes), n_queries, 6)
+    targets = [{"labels": torch.randint(0, n_classes, (n,), generator=g), "boxes": random_boxes(n, g)} for n in sizes]
+    indices = HungarianMatcher3d()({"pred_logits": logits, "pred_boxes": pred_boxes}, targets)
+    for b, (t, (rows, cols)) in enumerate(zip(targets, indices)):
+        n = len(t["labels"])
+        assert len(rows) == len(cols) == n and sorted(cols.tolist()) == list(range(n))
+        cost = _cost(logits[b], pred_boxes[b], t["labels"], t["boxes"])
+        best = min((sum(cost[p[j], j] for j in range(n)) for p in itertools.permutations(range(n_queries), n)), default=0)
+        assert cost[rows.numpy(), cols.numpy()].sum() == pytest.approx(best, abs=1e-5)
+
+
+def test_criterion_losses_and_toy_overfit():
+    torch.manual_seed(0)
+    net = tiny_detr()
+    criterion = SetCriterion3d(n_classes=1)
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(2, 4, 16, 16, 16, generator=g)
+    targets = [{"labels": torch.zeros(2, dtype=torch.int64), "boxes": random_boxes(2, g)},
+               {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 6)}]  # fmt: skip
+    out = net(images)
+    assert out["pred_logits"].shape == (2, 4, 2) and out["pred_boxes"].shape == (2, 4, 6)
+    assert len(out["aux_outputs"]) == 1
+    losses = criterion(out, targets)
+    assert {"loss", "loss_ce", "loss_bbox", "loss_giou", "loss_ce_0", "loss_bbox_0", "loss_giou_0"} <= set(losses)
+    expected = sum(w * (losses[k] + losses[f"{k}_0"]) for k, w in (("loss_ce", 1), ("loss_bbox", 5), ("loss_giou", 2)))
+    assert losses["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    first = losses["loss"].item()
+    for _ in range(40):
+        loss = criterion(net(images), targets)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5 * first
+    best = postprocess(net(images))[0]
+    assert box_iou(best["boxes"][:2], box_cxcyczwhd_to_xyzxyz(targets[0]["boxes"]))[0].max(0).values.min() > 0.3
+
+
+def test_criterion_refuses_mismatched_classes():
+    out = tiny_detr(n_classes=2)(torch.randn(1, 4, 16, 16, 16))
+    with pytest.raises(ValueError, match="2 classes"):
+        SetCriterion3d(n_classes=1)(out, [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 6)}])
+    with pytest.raises(ValueError, match="criterion expects 1"):
+        DetectionModule(tiny_detr(n_classes=2), SetCriterion3d(n_classes=1))
+
+
+def test_position_encoding_distinguishes_every_token():
+    pos = sine_position_encoding_3d((3, 4, 5), 32)
+    assert pos.shape == (60, 32)
+    assert torch.cdist(pos, pos).add(torch.eye(60)).min() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def test_average_precision_and_froc_hand_made():
+    truth = [np.array([[0, 0, 0, 10, 10, 10], [20, 20, 20, 30, 30, 30]]), np.zeros((0, 6))]
+    perfect = [truth[0], np.zeros((0, 6))]
+    assert average_precision(perfect, [[0.9, 0.8], []], truth, 0.5) == 1.0
+    assert froc(perfect, [[0.9, 0.8], []], truth)[0] == 1.0
+    assert average_precision([np.zeros((0, 6))] * 2, [[], []], truth, 0.5) == 0.0
+
+    # scan 0: hit lesion 1 (0.9), duplicate of it (0.8), miss (0.7), hit lesion 2 (0.6); scan 1: miss (0.95)
+    preds = [np.array([[0, 0, 0, 10, 10, 10], [1, 1, 1, 10, 10, 10], [50, 50, 50, 60, 60, 60], [20, 20, 20, 29, 30, 30]]),
+             np.array([[40, 40, 40, 45, 45, 45]])]  # fmt: skip
+    scores = [np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.95])]
+    # ranked: FP, TP, FP (duplicate), FP, TP -> precision 0, 1/2, 1/3, 1/4, 2/5 at recall 0, .5, .5, .5, 1
+    assert average_precision(preds, scores, truth, 0.5) == pytest.approx(0.5 * 0.5 + 0.5 * 0.4)
+    score, sensitivity = froc(preds, scores, truth, iou_threshold=0.1)
+    # FROC ignores the duplicate: FPs per scan 0.5 (0.95), 0.5 -> lesion 1, 1.0 (0.7), 1.0 -> lesion 2
+    assert sensitivity == {0.125: 0.0, 0.25: 0.0, 0.5: 0.5, 1.0: 1.0, 2.0: 1.0, 4.0: 1.0, 8.0: 1.0}
+    assert score == pytest.approx(4.5 / 7)
+    # classes: a right box of the wrong class is a miss
+    labels = [np.array([1, 1, 1, 1]), np.array([1])]
+    true_labels = [np.array([0, 0]), np.zeros(0)]
+    assert mean_average_precision(preds, scores, labels, truth, true_labels, 0.5) == 0.0
+    assert mean_average_precision(preds, scores, [np.zeros(4), np.zeros(1)], truth, true_labels, 0.5) == pytest.approx(0.45)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def test_label_to_boxes_and_flip():
+    mask = np.zeros((12, 10, 8), bool)
+    mask[1:4, 2:6, 3:5] = True  # 24 voxels
+    mask[8:11, 7:9, 0:2] = True  # 12 voxels
+    mask[6, 0, 7] = True  # 1 voxel: below min_voxels
+    assert label_to_boxes(mask, min_voxels=5).tolist() == [[1, 2, 3, 4, 6, 5], [8, 7, 0, 11, 9, 2]]
+
+    image = torch.as_tensor(mask[None].astype(np.float32))
+    boxes = box_xyzxyz_to_cxcyczwhd(torch.as_tensor(label_to_boxes(mask, 5) / np.tile(mask.shape, 2), dtype=torch.float32))
+    for axis in range(3):
+        flipped = RandFlipBoxesd(spatial_axis=axis, prob=1.0)({"image": image, "boxes": boxes})
+        again = label_to_boxes(flipped["image"][0].numpy(), 5) / np.tile(mask.shape, 2)
+        expected = box_cxcyczwhd_to_xyzxyz(flipped["boxes"]).numpy()
+        assert np.allclose(sorted(again.tolist()), sorted(expected.tolist()), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("detr_demo")
+    generate_dataset(root / "train", 3, seed=1, shape=(56, 56, 40), n_lesions=(1, 2))
+    generate_dataset(root / "test", 1, seed=1, start_index=500, shape=(56, 56, 40), n_lesions=2)
+    return root
+
+
+def truth_world_boxes(root: Path) -> dict[str, np.ndarray]:
+    """World boxes of the demo's own lesion bounding boxes (original LPS grid, inclusive indices)."""
+    truth = json.loads((root / "demo_truth.json").read_text())
+    out = {}
+    for case_id, t in truth.items():
+        voxel = np.array([[*les["bbox_voxel"]["min"], *np.add(les["bbox_voxel"]["max"], 1)] for les in t["lesions"]], float)
+        out[case_id] = boxes_voxel_to_world(voxel, np.array(t["affine"]))
+    return out
+
+
+def test_boxes_from_label_and_from_json_agree_with_demo_truth(demo_data, tmp_path):
+    truth = truth_world_boxes(demo_data / "train")
+    from_label = DetectionDataModule(str(demo_data / "train"), input_size=(32, 32, 32), val_fraction=0, min_voxels=1)
+    boxes_json = tmp_path / "boxes.json"
+    boxes_json.write_text(json.dumps({c: [{"box_mm": b.tolist(), "label": 0} for b in boxes] for c, boxes in truth.items()}))
+    from_json = DetectionDataModule(str(demo_data / "train"), input_size=(32, 32, 32), val_fraction=0, boxes_json=str(boxes_json))
+    batches = []
+    for dm in (from_label, from_json):
+        dm.setup("fit")
+        dm.hparams.flip_prob = 0.0
+        batches.append(next(iter(dm._loader(dm.splits["train"], train=False))))
+    by_label, by_json = batches
+    assert by_label["image"].shape == (3, 4, 32, 32, 32)
+    for i, case_id in enumerate(by_label["case_id"]):
+        shape = by_label["grid_shape"][i].numpy()
+        voxel = box_cxcyczwhd_to_xyzxyz(by_label["boxes"][i]).double().numpy() * np.tile(shape, 2)
+        world = boxes_voxel_to_world(voxel, by_label["grid_affine"][i].numpy())
+        assert len(world) == len(truth[case_id])
+        assert np.abs(np.sort(world, 0) - np.sort(truth[case_id], 0)).max() < 1e-3  # same boxes, in mm
+        # the same world boxes read from a JSON give the same normalised boxes
+        j = by_json["case_id"].index(case_id)
+        a, b = by_label["boxes"][i], by_json["boxes"][j]
+        assert torch.allclose(a[a[:, 0].argsort()], b[b[:, 0].argsort()], atol=1e-4)
+
+
+def test_boxes_json_naming_an_unknown_case_is_a_user_error(demo_data, tmp_path):
+    boxes_json = tmp_path / "boxes.json"
+    boxes_json.write_text(json.dumps({"nope": [{"box_mm": [0, 0, 0, 1, 1, 1]}]}))
+    dm = DetectionDataModule(str(demo_data / "train"), boxes_json=str(boxes_json))
+    with pytest.raises(Exception, match="not in"):
+        dm.setup("fit")
+    boxes_json.write_text(json.dumps({"BraTS2021_00000": [{"box_mm": [0, 0, 0, 1, -1, 1]}]}))
+    with pytest.raises(Exception, match="BraTS2021_00000.*y0 >= y1"):
+        DetectionDataModule(str(demo_data / "train"), boxes_json=str(boxes_json)).setup("fit")
+
+
+# ---------------------------------------------------------------------------------------------- predict, CLI
+
+
+class OracleNet(torch.nn.Module):
+    """Answers with given normalised boxes, whatever the image: checks the way back to world mm."""
+
+    n_classes = 1
+
+    def __init__(self, boxes: torch.Tensor) -> None:
+        super().__init__()
+        self.boxes = boxes  # [N, 6] cxcyczwhd
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, image):
+        logits = torch.tensor([[4.0, -4.0]]).repeat(len(self.boxes), 1)
+        return {"pred_logits": logits[None] * self.scale, "pred_boxes": self.boxes[None]}
+
+
+def test_predict_boxes_in_world_mm_and_mask_on_input_grid(demo_data, tmp_path):
+    case = read_dataset(demo_data / "test").cases[0]
+    data = detection_transforms("brats2021", (32, 32, 32), min_voxels=1)(case)  # boxes from the label map
+    module = DetectionModule(OracleNet(data["boxes"]), SetCriterion3d())
+    out = tmp_path / "boxes"
+    case_in = {k: v for k, v in case.items() if k != "label"}
+    written, failures = predict_boxes(BoxDetector(module, (32, 32, 32), device="cpu"), [case_in], out, mask_score=0.5)
+    assert failures == [] and [p.name for p in written] == ["BraTS2021_00500.json"]
+    result = json.loads(written[0].read_text())
+    assert result["space"] == "RAS" and len(result["boxes"]) == 2
+    predicted = np.array([b["box_mm"] for b in result["boxes"]])
+    expected = truth_world_boxes(demo_data / "test")["BraTS2021_00500"]
+    assert np.abs(np.sort(predicted, 0) - np.sort(expected, 0)).max() < 1e-2
+    # the mask is on the input (LPS, rotated) grid and covers every lesion voxel
+    mask = nib.load(out / "BraTS2021_00500_boxes.nii.gz")
+    label = nib.load(case["label"])
+    assert np.allclose(mask.affine, label.affine) and mask.shape == label.shape
+    assert (np.asarray(mask.dataobj)[np.asarray(label.dataobj) > 0] > 0).all()
+    assert set(np.unique(np.asarray(mask.dataobj))) == {0, 1, 2}
+
+
+def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [
+        "fit",
+        "--config", str(ROOT / "configs" / "detr_demo.yaml"),
+        "--data.init_args.data_dir", str(demo_data / "train"),
+        "--data.init_args.input_size", "[32, 32, 32]",
+        "--data.init_args.batch_size", "2",
+        "--data.init_args.val_fraction", "0.34",
+        "--model.init_args.net.init_args.backbone.init_args.channels", "[4, 8]",
+        "--model.init_args.net.init_args.hidden_dim", "12",
+        "--model.init_args.net.init_args.n_heads", "2",
+        "--model.init_args.net.init_args.ff_dim", "16",
+        "--trainer.default_root_dir", str(run),
+        "--trainer.logger.init_args.save_dir", str(run),
+        "--trainer.max_steps", "2",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.check_val_every_n_epoch", "1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 2
+    metrics = (run / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    for name in ("train/loss_ce", "train/loss_bbox", "train/loss_giou", "val/map_10", "val/map_25", "val/map_50", "val/froc"):
+        assert name in metrics
+
+    out = tmp_path / "boxes"
+    assert detect_main([str(demo_data / "test"), "--ckpt", str(ckpt), "--out", str(out), "--mask", "--min-score", "0"]) == 0
+    result = json.loads((out / "BraTS2021_00500.json").read_text())
+    assert len(result["boxes"]) == 8 and all(len(b["box_mm"]) == 6 for b in result["boxes"])
+    assert (out / "BraTS2021_00500_boxes.nii.gz").exists()
+    assert "wrote 1 box file" in capsys.readouterr().out
+    assert detect_main([str(demo_data / "test"), "--ckpt", str(run / "nope.ckpt"), "--out", str(out)]) == 1
+    assert "nope.ckpt" in capsys.readouterr().err
