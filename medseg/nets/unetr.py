@@ -54,7 +54,7 @@ class UNETR(MonaiUNETR):
         """
         size = tuple(int(s) for s in img_size)
         if len(size) != 3 or any(s <= 0 or s % self.size_divisor for s in size):
-            raise ValueError(f"UNETR img_size {tuple(img_size)}: expected 3 sides, each a multiple of {self.size_divisor}")
+            raise ValueError(f"UNETR img_size {tuple(img_size)}: expected 3 sides, each a multiple of 16")
         super().__init__(
             in_channels=in_channels,
             out_channels=out_channels,
