@@ -57,7 +57,7 @@ class MedsegCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        parser.set_defaults({"checkpoint.save_last": True})  # last.ckpt at every epoch end, for --ckpt_path last
         parser.link_arguments(
             "trainer.default_root_dir", "checkpoint.dirpath", compute_fn=lambda root: os.path.join(root, "checkpoints")
         )

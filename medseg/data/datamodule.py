@@ -14,12 +14,37 @@ from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
+import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.transforms import Compose
+from torch.utils.data import Sampler
 
 from medseg.data.layouts import DatasetIndex, read_dataset
 from medseg.data.transforms import eval_transforms, train_transforms
 from medseg.errors import LayoutError
 from medseg.io import check_case_files
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Shuffles with ``seed + epoch`` and reseeds the random transforms the same way.
+
+    Epoch ``e`` then sees the same order and the same crops whether the fit ran straight through or was
+    killed and resumed from the checkpoint of epoch ``e - 1``: resume is exact on CPU. (Under DDP
+    Lightning swaps in its DistributedSampler, which is seeded per epoch likewise.)
+    """
+
+    def __init__(self, size: int, seed: int, transform: Compose, datamodule: pl.LightningDataModule) -> None:
+        self.size, self.seed, self.transform, self.datamodule = size, seed, transform, datamodule
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        trainer = self.datamodule.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        self.transform.set_random_state(seed=self.seed + epoch)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 class BratsDataModule(pl.LightningDataModule):
@@ -59,7 +84,8 @@ class BratsDataModule(pl.LightningDataModule):
             cache: ``memory`` (CacheDataset), ``disk`` (PersistentDataset in ``cache_dir``) or ``none``:
                 what is cached is everything before the first random transform.
             cache_dir: folder for ``cache: disk``.
-            seed: seed of the train/validation split.
+            seed: seed of the train/validation split, the order of training cases and their augmentation
+                (epoch ``e`` uses ``seed + e``: a resumed fit sees what an uninterrupted one would).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -131,7 +157,7 @@ class BratsDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=True,
+            sampler=EpochSeededSampler(len(dataset), self.hparams.seed, transform, self),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             drop_last=False,

@@ -1,0 +1,87 @@
+"""Faults and safety: determinism, no network, outputs never overwrite inputs, unwritable outputs."""
+
+import os
+import socket
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medseg.cli import main
+from medseg.data.demo import generate_dataset
+
+from test_cli import fit_args
+
+
+@pytest.fixture(scope="module")
+def two_cases(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("rel")
+    generate_dataset(root / "train", 2, seed=3, shape=(48, 48, 32))
+    return root
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_same_seed_same_weights(two_cases, tmp_path):
+    for name in ("a", "b"):
+        assert main(fit_args(two_cases, tmp_path / name, 3)) == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main([*fit_args(two_cases, tmp_path / "c", 3), "--data.init_args.seed", "1"]) == 0
+    c = _weights(tmp_path / "c")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection attempt fails the test (loopback included)."""
+    attempts = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise AssertionError(f"network connection attempted to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))
+    return attempts
+
+
+def test_fit_and_predict_open_no_connection(two_cases, tmp_path, no_network):
+    run = tmp_path / "run"
+    assert main(fit_args(two_cases, run, 1)) == 0
+    out = tmp_path / "pred"
+    assert main(["predict", str(two_cases / "train"), "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    assert no_network == []
+
+
+def test_output_never_overwrites_an_input(two_cases, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(fit_args(two_cases, run, 1)) == 0
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    case = two_cases / "train" / "BraTS2021_00000"
+    before = {p.name: p.read_bytes() for p in case.iterdir()}
+    assert main(["predict", str(case), "--ckpt", ckpt, "--out", str(case)]) == 0  # beside the inputs
+    assert all((case / name).read_bytes() == data for name, data in before.items())
+    # one 4-D scan x.nii.gz predicted into its own folder would be replaced by x.nii.gz: refused up front
+    images = [nib.load(str(case / f"BraTS2021_00000_{m}.nii.gz")) for m in ("t1", "t1ce", "t2", "flair")]
+    stacked = nib.Nifti1Image(np.stack([np.asarray(i.dataobj) for i in images], -1), images[0].affine)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    nib.save(stacked, str(flat / "x.nii.gz"))
+    original = (flat / "x.nii.gz").read_bytes()
+    assert main(["predict", str(flat / "x.nii.gz"), "--ckpt", ckpt, "--out", str(flat)]) == 1
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert (flat / "x.nii.gz").read_bytes() == original
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: permissions cannot be tested as root")
+def test_unwritable_output_fails_before_work(two_cases, tmp_path, capsys):
+    out = tmp_path / "ro"
+    out.mkdir(mode=0o555)
+    code = main(["predict", str(two_cases / "train"), "--ckpt", "missing.ckpt", "--out", str(out)])
+    assert code == 1 and "not writable" in capsys.readouterr().err
