@@ -67,8 +67,10 @@ def test_state_dict_is_monais():
 def test_roi_other_than_img_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"roi_size \(24, 24, 24\).*multiple of 16"):
         SegmentationModule(net=UNETR(4, 3, (16, 16, 16), **TINY), roi_size=(24, 24, 24))
-    module = SegmentationModule(net=UNETR(4, 3, (16, 16, 16), **TINY), roi_size=(32, 32, 32))
+    with pytest.raises(ValueError, match=r"roi_size \(32, 32, 32\).*takes exactly \(16, 16, 16\)"):
+        SegmentationModule(net=UNETR(4, 3, (16, 16, 16), **TINY), roi_size=(32, 32, 32))  # caught before training
+    net = UNETR(4, 3, (16, 16, 16), **TINY)
     with pytest.raises(ValueError, match=r"built for img_size \(16, 16, 16\) but got an input of \(32, 32, 32\)"):
-        module(torch.zeros(1, 4, 32, 32, 32))
+        net(torch.zeros(1, 4, 32, 32, 32))
     with pytest.raises(ValueError, match=r"img_size \(40, 32, 32\).*multiple of 16"):
         UNETR(4, 3, (40, 32, 32))

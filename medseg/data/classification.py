@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
-from monai.data import DataLoader
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -130,24 +128,9 @@ class ClassificationDataModule(BratsDataModule):
 
     # --------------------------------------------------------------------------------------- cases
 
-    def _split(self, cases: list[dict]) -> dict[str, list[dict]]:
-        """BratsDataModule's split, over the cases with a target (``cases`` is ``self.index.cases``)."""
-        usable = self._with_targets(self.index, self.hparams.data_dir, self.hparams.datalist)
-        fold = self.hparams.fold
-        if fold is not None:
-            folds = self.index.folds()
-            if fold not in folds:
-                raise LayoutError(f"{self.hparams.data_dir}: fold {fold} not found; the datalist has folds {folds}")
-            return {
-                "train": [c for c in usable if c.get("fold") != fold],
-                "val": [c for c in usable if c.get("fold") == fold],
-            }
-        shuffled = sorted(usable, key=lambda c: c["case_id"])
-        random.Random(self.hparams.seed).shuffle(shuffled)
-        n_val = round(len(shuffled) * self.hparams.val_fraction)
-        if self.hparams.val_fraction > 0 and len(shuffled) > 1:
-            n_val = min(max(1, n_val), len(shuffled) - 1)
-        return {"train": shuffled[n_val:], "val": shuffled[:n_val]}
+    def _usable(self, cases: list[dict]) -> list[dict]:
+        """The cases with a target (``cases`` is ``self.index.cases``); the split is BratsDataModule's."""
+        return self._with_targets(self.index, self.hparams.data_dir, self.hparams.datalist)
 
     def _test_cases(self) -> list[dict]:
         if not self.hparams.test_dir:
@@ -195,19 +178,15 @@ class ClassificationDataModule(BratsDataModule):
             jitter=train,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset(self.splits["train"], self._transforms(train=True), cached=True)
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+    def train_transform(self) -> Compose:
+        return self._transforms(train=True)
 
-    def _eval_loader(self, cases: list[dict]) -> DataLoader:
-        dataset = self._dataset(cases, self._transforms(train=False), cached=True)
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+    def eval_transform(self) -> Compose:
+        return self._transforms(train=False)
+
+    @property
+    def eval_batch_size(self) -> int:  # every volume is resized to img_size
+        return self.hparams.batch_size
 
 
 def classification_transforms(

@@ -115,10 +115,15 @@ class BratsDataModule(pl.LightningDataModule):
         if stage == "test":
             self.splits["test"] = self._test_cases()
 
-    def _split(self, cases: list[dict]) -> dict[str, list[dict]]:
+    def _usable(self, cases: list[dict]) -> list[dict]:
+        """The cases training can use: here the labelled ones (subclasses: those with their own target)."""
         labelled = [c for c in cases if c.get("label")]
         if not labelled:
             raise LayoutError(f"{self.hparams.data_dir}: no case has a label; training needs labelled cases")
+        return labelled
+
+    def _split(self, cases: list[dict]) -> dict[str, list[dict]]:
+        labelled = self._usable(cases)
         fold = self.hparams.fold
         if fold is not None:
             folds = self.index.folds()
@@ -149,10 +154,18 @@ class BratsDataModule(pl.LightningDataModule):
             return PersistentDataset(cases, transform, cache_dir=self.hparams.cache_dir)
         return CacheDataset(cases, transform, num_workers=self.hparams.num_workers or None, progress=False)
 
+    def train_transform(self) -> Compose:
+        """Preprocessing + random crops and augmentation of training cases."""
+        return train_transforms(self.convention, self.hparams.roi_size, self.hparams.pixdim, self.hparams.pos_fraction)
+
+    def eval_transform(self) -> Compose:
+        """Preprocessing of validation / test cases (whole volumes)."""
+        return eval_transforms(self.convention, self.hparams.pixdim)
+
+    eval_batch_size = 1  # whole volumes differ in size
+
     def train_dataloader(self) -> DataLoader:
-        transform = train_transforms(
-            self.convention, self.hparams.roi_size, self.hparams.pixdim, self.hparams.pos_fraction
-        )
+        transform = self.train_transform()
         dataset = self._dataset(self.splits["train"], transform, cached=True)
         return DataLoader(
             dataset,
@@ -164,8 +177,8 @@ class BratsDataModule(pl.LightningDataModule):
         )
 
     def _eval_loader(self, cases: list[dict]) -> DataLoader:
-        dataset = self._dataset(cases, eval_transforms(self.convention, self.hparams.pixdim), cached=True)
-        return DataLoader(dataset, batch_size=1, num_workers=self.hparams.num_workers)
+        dataset = self._dataset(cases, self.eval_transform(), cached=True)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.splits["val"])

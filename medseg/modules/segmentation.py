@@ -83,6 +83,11 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(
                 f"roi_size {tuple(roi_size)} does not fit {type(net).__name__}: each side must be a multiple of {divisor}"
             )
+        fixed = getattr(net, "img_size", None)  # networks built for one input size (UNETR)
+        if fixed is not None and tuple(int(s) for s in roi_size) != tuple(int(s) for s in fixed):
+            raise ValueError(
+                f"roi_size {tuple(roi_size)} does not fit {type(net).__name__}: it takes exactly {tuple(fixed)} (its img_size)"
+            )
         self.net = net
         self.loss = DiceBCELoss(dice_weight, bce_weight)
         if pretrained:
