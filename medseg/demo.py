@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default: 0)")
     parser.add_argument("--config", default=str(CONFIG), help="fit config (default: configs/swin_unetr_demo.yaml)")
     parser.add_argument("--logger", choices=["wandb", "csv"], default="wandb", help="wandb (offline) or csv")
+    parser.add_argument(
+        "fit_overrides", nargs="*", metavar="-- FIT_OPTION", help="after --: options passed on to `medseg fit`, "
+        "e.g. -- --model.init_args.lr 2e-3",
+    )
     return parser
 
 
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         fit_args += ["--trainer.logger.init_args.save_dir", str(run_dir)]
     if args.max_steps:
         fit_args += ["--trainer.max_steps", str(args.max_steps)]
+    fit_args += args.fit_overrides
     start = time.perf_counter()
     MedsegCLI(args=fit_args)
     timings["fit"] = time.perf_counter() - start

@@ -24,7 +24,7 @@ from pytorch_lightning.cli import instantiate_module
 from medseg.data.labels import get_convention
 from medseg.data.transforms import eval_transforms
 from medseg.errors import MedsegError
-from medseg.io import read_header, reference_file
+from medseg.io import case_output_name, read_header, reference_file, write_like
 from medseg.modules.segmentation import SegmentationModule
 from medseg.nets.pretrained import WeightsError, safe_load
 
@@ -132,3 +132,33 @@ class Predictor:
             reference=reference,
             preview=(image.numpy(), (probs > self.module.hparams.threshold).numpy()) if preview else None,
         )
+
+    def predict(
+        self, inputs: str | Path | Sequence[str | Path], out_dir: str | Path | None = None, probabilities: bool = False
+    ) -> list[Prediction]:
+        """Segment every case found in ``inputs`` (files or folders, as ``medseg predict`` takes them).
+
+        Returns one :class:`Prediction` per case; with ``out_dir`` also writes ``<case>.nii.gz`` there (and
+        ``<case>_prob.nii.gz`` with ``probabilities``), each atomically with the input's geometry.
+        """
+        from medseg.data.layouts import find_predict_cases
+
+        inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        results = []
+        for case in find_predict_cases(inputs):
+            results.append(self.predict_case(case, probabilities=probabilities))
+            if out_dir is not None:
+                self.write(results[-1], out_dir)
+        return results
+
+    @staticmethod
+    def write(result: Prediction, out_dir: str | Path) -> Path:
+        """``out_dir/<case>.nii.gz`` (and ``<case>_prob.nii.gz`` [X, Y, Z, 3] when the result has
+        probabilities), on the input's grid, each written atomically; the label map last, as it marks the
+        case done for a rerun."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if result.probabilities is not None:
+            probs = np.moveaxis(result.probabilities, 0, -1)  # [X, Y, Z, 3]
+            write_like(probs, result.reference, out_dir / case_output_name(result.case_id, "_prob.nii.gz"), np.float32)
+        return write_like(result.label, result.reference, out_dir / case_output_name(result.case_id))

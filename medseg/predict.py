@@ -7,7 +7,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -15,7 +14,7 @@ from medseg import report
 from medseg.data.layouts import find_predict_cases
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference import Predictor
-from medseg.io import case_output_name, write_like
+from medseg.io import case_output_name
 
 DESCRIPTION = """\
 Segment brain-tumour MRI scans with a checkpoint written by `medseg fit`.
@@ -109,12 +108,9 @@ def run(args: argparse.Namespace) -> int:
             failures.append(str(error))
             tqdm.write(f"medseg predict: skipped {case['case_id']}: {error}", file=sys.stderr)
             continue
-        if result.probabilities is not None:
-            probs = np.moveaxis(result.probabilities, 0, -1)  # [X, Y, Z, 3]
-            write_like(probs, result.reference, out / case_output_name(case["case_id"], "_prob.nii.gz"), np.float32)
         if args.report:
             report_rows.append(_report_case(result, predictor.convention, out / "report"))
-        write_like(result.label, result.reference, target)  # the label map last: it marks the case done
+        predictor.write(result, out)
         written += 1
     if args.report and report_rows:
         index = report.write_html(out / "report", report.merge_rows(out / "report", report_rows))

@@ -73,3 +73,18 @@ def test_predict_report_writes_overlays_and_html(tmp_path, monkeypatch):
     assert row["WT"] == pytest.approx((label > 0).sum() * voxel_ml, rel=1e-5)  # ml
     assert row["ET"] == pytest.approx((label == 4).sum() * voxel_ml, rel=1e-5)
     report.write_html(out / "report", metrics_summary=None)  # rebuilt from cases.json
+
+
+def test_python_api_returns_arrays_and_writes_when_asked(tmp_path):
+    from medseg import Predictor as PublicPredictor
+
+    assert PublicPredictor is Predictor
+    label = blob_label(shape=(24, 20, 12), seed=6)
+    write_case(tmp_path / "cases", "BraTS2021_00013", label)
+    [result] = _predictor().predict(tmp_path / "cases")
+    np.testing.assert_array_equal(result.label, label)
+    np.testing.assert_allclose(result.affine, LPS_AFFINE, atol=1e-6)
+    assert not (tmp_path / "out").exists()
+    _predictor().predict([tmp_path / "cases" / "BraTS2021_00013"], out_dir=tmp_path / "out", probabilities=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["BraTS2021_00013.nii.gz", "BraTS2021_00013_prob.nii.gz"]
+    assert nib.load(str(tmp_path / "out" / "BraTS2021_00013_prob.nii.gz")).shape == (*label.shape, 3)
