@@ -18,6 +18,7 @@ COMMANDS = {
     "demo-data": ("medseg.data.demo:main", "write synthetic BraTS-style cases (BraTS 2021 layout)"),
     "predict": ("medseg.predict:main", "segment scans from files with a checkpoint"),
     "evaluate": ("medseg.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
+    "export": ("medseg.export:main", "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch"),
 }
 LIGHTNING = {
     "fit": "train a model: medseg fit --config configs/swin_unetr_brats.yaml",

@@ -105,7 +105,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto", **overrides) -> Predictor:
-        module, data = load_module(checkpoint)
+        """From a ``medseg fit`` checkpoint, or from a file written by ``medseg export`` (.onnx / .pt + .json)."""
+        from medseg.export import FORMATS, load_exported
+
+        exported = Path(checkpoint).suffix in FORMATS.values() and Path(f"{checkpoint}.json").is_file()
+        module, data = load_exported(checkpoint) if exported else load_module(checkpoint)
         kwargs = {"label_convention": data.get("label_convention") or "brats2021", "pixdim": data.get("pixdim")}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(module, device=device, **kwargs)

@@ -7,7 +7,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from medseg import report
@@ -38,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medseg predict", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="case files or folders (see above)")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `medseg fit` (e.g. .../checkpoints/last.ckpt)")
+    parser.add_argument(
+        "--ckpt", required=True, help="checkpoint written by `medseg fit` (.ckpt), or a model written by `medseg export`"
+    )
     parser.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     parser.add_argument("--probabilities", action="store_true", help="also write <case>_prob.nii.gz")
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
@@ -125,9 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    torch.set_grad_enabled(False)
-    return run(args)
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Logged: ``train/loss``, ``train/dice``, ``train/bce``; ``val/loss``, ``val/dice_
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -73,11 +72,9 @@ class SegmentationModule(pl.LightningModule):
                 that must not leave the site).
         """
         super().__init__()
-        with warnings.catch_warnings():  # from a config the net is saved as its config, else popped below
-            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance")
-            self.save_hyperparameters()
-        if isinstance(self.hparams.get("net"), nn.Module):  # built in Python, not from a config
-            self.hparams.pop("net")
+        # From a config (LightningCLI) the net is saved as its class_path + init_args, so checkpoints load
+        # without code; a net built in Python is not a hyperparameter and is left out.
+        self.save_hyperparameters(ignore=None if _from_config() else ["net"])
         divisor = getattr(net, "size_divisor", 1)
         if len(roi_size) != 3 or any(int(s) % divisor for s in roi_size):
             raise ValueError(
@@ -158,6 +155,13 @@ class SegmentationModule(pl.LightningModule):
         warmup = int(warmup * total) if warmup < 1 else int(warmup)
         scheduler = WarmupCosineSchedule(optimizer, warmup_steps=min(warmup, total - 1), t_total=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _from_config() -> bool:
+    """True while LightningCLI instantiates the module (it hands the resolved config to save_hyperparameters)."""
+    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+
+    return _given_hyperparameters.get() is not None
 
 
 def _spacing(image: torch.Tensor) -> Sequence[float] | None:

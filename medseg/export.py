@@ -1,0 +1,127 @@
+"""``medseg export``: a trained segmentation network as ONNX or TorchScript, checked against PyTorch.
+
+Both formats are made by tracing at the sliding-window size (``roi_size``): Swin UNETR's window
+partitioning is data-dependent Python that TorchScript cannot script, while a trace at a fixed window
+size is exact for every window sliding-window inference feeds it. The batch axis stays dynamic in ONNX.
+
+Beside ``model.onnx`` / ``model.pt`` goes ``<file>.json``: roi, window overlap and blending, threshold,
+label convention and resampling, so ``medseg predict --ckpt model.onnx`` segments exactly as the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.errors import MedsegError
+from medseg.io import atomic_path
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+SETTINGS = ("roi_size", "sw_overlap", "sw_mode", "sw_batch_size", "threshold")
+
+
+def _metadata_path(model: Path) -> Path:
+    return model.with_name(model.name + ".json")
+
+
+def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int = 0) -> float:
+    """Export the network of ``checkpoint`` to ``out``; returns the max abs difference to PyTorch."""
+    from medseg.inference import load_module
+
+    module, data = load_module(checkpoint)
+    roi = tuple(int(s) for s in module.hparams.roi_size)
+    sample = torch.randn(1, 4, *roi, generator=torch.Generator().manual_seed(seed))  # [1, 4, *roi]
+    net = module.net.eval()
+    with torch.no_grad():
+        reference = net(sample).numpy()  # [1, 3, *roi]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, torch.no_grad():
+        if fmt == "onnx":
+            torch.onnx.export(
+                net, (sample,), str(tmp), dynamo=False, opset_version=17, input_names=["image"],
+                output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            )  # fmt: skip
+        else:
+            torch.jit.save(torch.jit.trace(net, sample), str(tmp))
+    exported = ExportedNet(out, roi)
+    with torch.no_grad():
+        difference = float(np.abs(exported(sample).numpy() - reference).max())
+    metadata = {
+        "format": fmt,
+        "checkpoint": str(checkpoint),
+        **{k: module.hparams[k] for k in SETTINGS},
+        "label_convention": data.get("label_convention") or "brats2021",
+        "pixdim": data.get("pixdim"),
+        "max_abs_difference": difference,
+    }
+    with atomic_path(_metadata_path(out)) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=1))
+    return difference
+
+
+class ExportedNet(nn.Module):
+    """An exported network behind the ``nn.Module`` interface sliding-window inference expects.
+
+    Takes windows of exactly ``img_size`` ([B, 4, *img_size] -> logits [B, 3, *img_size]); ONNX runs
+    through onnxruntime on the CPU, TorchScript through torch.
+    """
+
+    def __init__(self, path: str | Path, img_size: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.path, self.img_size = Path(path), tuple(img_size)
+        if self.path.suffix == ".onnx":
+            import onnxruntime
+
+            self.session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self.scripted = None
+        else:
+            self.session = None
+            self.scripted = torch.jit.load(str(self.path), map_location="cpu")
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.scripted is not None:
+            return self.scripted(image)
+        logits = self.session.run(None, {"image": image.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(logits).to(image.device)
+
+
+def load_exported(path: str | Path):
+    """A SegmentationModule around an exported network, and its data settings, from ``path`` + ``.json``."""
+    from medseg.modules.segmentation import SegmentationModule
+
+    path = Path(path)
+    meta_path = _metadata_path(path)
+    if not path.is_file() or not meta_path.is_file():
+        raise MedsegError(f"{path}: exported model or its {meta_path.name} not found (write both with medseg export)")
+    meta = json.loads(meta_path.read_text())
+    roi = tuple(meta["roi_size"])
+    module = SegmentationModule(net=ExportedNet(path, roi), **{k: meta[k] for k in SETTINGS})
+    return module.eval(), {"label_convention": meta["label_convention"], "pixdim": meta["pixdim"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="medseg export",
+        description="Export the network of a `medseg fit` checkpoint to ONNX or TorchScript (traced at the "
+        "sliding-window size), compare it with PyTorch on a sample input and print the max abs difference. "
+        "`medseg predict --ckpt FILE` then runs from the exported file.",
+    )
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by `medseg fit`")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="default: onnx")
+    parser.add_argument("--out", help="output file (default: beside the checkpoint, .onnx or .pt)")
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(FORMATS[args.format])
+    difference = export(args.ckpt, out, args.format)
+    print(f"wrote {out} (+ {_metadata_path(out).name}); max abs difference to PyTorch on a sample input: {difference:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
