@@ -56,6 +56,14 @@ class MedsegCLI(LightningCLI):
             auto_configure_optimizers=False,
         )
 
+    def _finish_logger(self) -> None:
+        """Close a wandb run so its offline files are complete (and `wandb sync`-able) when the command ends."""
+        experiment = getattr(self.trainer.logger, "experiment", None) if self.trainer.logger else None
+        if type(self.trainer.logger).__name__ == "WandbLogger" and hasattr(experiment, "finish"):
+            experiment.finish()
+
+    after_fit = after_validate = after_test = _finish_logger
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})  # last.ckpt at every epoch end, for --ckpt_path last

@@ -130,3 +130,25 @@ def test_ddp_fit_with_two_cpu_processes(demo_data, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_wandb_offline_logs_metrics_config_and_overlays(demo_data, tmp_path, monkeypatch):
+    """The default logger: wandb, offline (nothing leaves the machine), with per-region metrics, the
+    resolved config and slice overlays of validation cases."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = tmp_path / "run"
+    args = [a for a in fit_args(demo_data, run, 2) if a]
+    i = args.index("--trainer.logger")
+    del args[i : i + 4]  # back to the config's WandbLogger
+    args += [
+        "--trainer.logger.init_args.save_dir", str(run),
+        "--data.init_args.val_fraction", "0.34",
+        "--trainer.limit_val_batches", "1.0",
+        "--trainer.check_val_every_n_epoch", "1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    [offline] = list((run / "wandb").glob("offline-run-*"))
+    record = b"".join(p.read_bytes() for p in offline.glob("*.wandb"))
+    for key in (b"val/dice_wt", b"val/dice_et", b"val/dice_tc", b"train/loss", b"swin_unetr_demo", b"roi_size"):
+        assert key in record, key
+    assert list(offline.glob("files/media/images/val/overlay_0*.png"))
