@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from pytorch_lightning import LightningModule, Trainer
 from tqdm import tqdm
 
 from medseg import report
@@ -47,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", action="store_true", help="also write OUT/report/: a PNG overlay per case and index.html with volumes"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
+    parser.add_argument(
+        "--devices", type=int, default=1, help="split the cases over N processes with Lightning DDP (GPUs, or CPU processes)"
+    )
+    parser.add_argument("--num-nodes", type=int, default=1, help="machines for --devices (launch one process per node)")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
     parser.add_argument("--mode", choices=["constant", "gaussian"], help="window blending (default: the checkpoint's)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass")
@@ -81,42 +87,95 @@ def _report_case(result, convention, report_dir: Path) -> dict:
     return {"case_id": result.case_id, **volumes, "overlay": png.name}
 
 
-def run(args: argparse.Namespace) -> int:
-    cases = find_predict_cases(args.inputs)
-    out = Path(args.out)
-    check_output_dir(out, cases)
-    predictor = Predictor.from_checkpoint(
+def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor:
+    return Predictor.from_checkpoint(
         args.ckpt,
-        device=args.device,
+        device=device or args.device,
         overlap=args.overlap,
         mode=args.mode,
         sw_batch_size=args.sw_batch_size,
         stitch_device=args.stitch_device,
         label_convention=args.label_convention,
     )
-    failures, skipped, written, report_rows = [], 0, 0, []
-    for case in tqdm(cases, desc="predict", unit="case", disable=None):
-        target = out / case_output_name(case["case_id"])
-        if target.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        try:
-            result = predictor.predict_case(case, probabilities=args.probabilities, preview=args.report)
-        except Exception as e:
-            error = find_medseg_error(e)
-            if error is None:
-                raise
-            failures.append(str(error))
-            tqdm.write(f"medseg predict: skipped {case['case_id']}: {error}", file=sys.stderr)
-            continue
-        if args.report:
-            report_rows.append(_report_case(result, predictor.convention, out / "report"))
-        predictor.write(result, out)
-        written += 1
-    if args.report and report_rows:
-        index = report.write_html(out / "report", report.merge_rows(out / "report", report_rows))
-        print(f"report: {index}")
-    print(f"wrote {written} label map(s) to {out}" + (f"; {skipped} already there (use --overwrite to redo)" if skipped else ""))
+
+
+def predict_one(predictor: Predictor, case: dict, args: argparse.Namespace) -> dict:
+    """Segment and write one case. Returns ``{"case_id", "status": written|skipped|failed, "error", "row"}``;
+    a bad case (a MedsegError) is reported, not raised, so a folder goes on past it."""
+    out = Path(args.out)
+    outcome = {"case_id": case["case_id"], "status": "written", "error": None, "row": None}
+    if (out / case_output_name(case["case_id"])).exists() and not args.overwrite:
+        return {**outcome, "status": "skipped"}
+    try:
+        result = predictor.predict_case(case, probabilities=args.probabilities, preview=args.report)
+    except Exception as e:
+        error = find_medseg_error(e)
+        if error is None:
+            raise
+        tqdm.write(f"medseg predict: skipped {case['case_id']}: {error}", file=sys.stderr)
+        return {**outcome, "status": "failed", "error": str(error)}
+    if args.report:
+        outcome["row"] = _report_case(result, predictor.convention, out / "report")
+    predictor.write(result, out)
+    return outcome
+
+
+class DistributedPredict(LightningModule):
+    """``Trainer.predict`` over cases with Lightning DDP: each rank segments its share of the folder
+    (Lightning's unrepeated distributed sampler: every case on exactly one rank) and writes it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.args = args
+        self.predictor: Predictor | None = None
+        self.outcomes: list[dict] = []
+
+    def setup(self, stage: str) -> None:
+        device = str(self.device) if self.device.type == "cuda" else "cpu"
+        self.predictor = _predictor(self.args, device)
+
+    def predict_step(self, batch: list[dict], batch_idx: int) -> None:
+        self.outcomes += [{**predict_one(self.predictor, case, self.args), "rank": self.global_rank} for case in batch]
+
+
+def _predict_distributed(cases: list[dict], args: argparse.Namespace) -> list[dict]:
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+
+    accelerator = "gpu" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    trainer = Trainer(
+        accelerator=accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy="ddp",
+        logger=False, enable_checkpointing=False, enable_model_summary=False,
+    )  # fmt: skip
+    module = DistributedPredict(args)
+    loader = DataLoader(cases, batch_size=1, collate_fn=list)
+    trainer.predict(module, loader, return_predictions=False)
+    gathered = [None] * trainer.world_size
+    dist.all_gather_object(gathered, module.outcomes)
+    if trainer.global_rank != 0:
+        sys.exit(0)  # rank 0 reports for everyone
+    return [o for rank in gathered for o in rank]
+
+
+def run(args: argparse.Namespace) -> int:
+    cases = find_predict_cases(args.inputs)
+    out = Path(args.out)
+    check_output_dir(out, cases)
+    if args.devices > 1 or args.num_nodes > 1:
+        outcomes = _predict_distributed(cases, args)
+    else:
+        predictor = _predictor(args)
+        outcomes = [predict_one(predictor, case, args) for case in tqdm(cases, desc="predict", unit="case", disable=None)]
+    rows = [o["row"] for o in outcomes if o["row"]]
+    if args.report and rows:
+        print(f"report: {report.write_html(out / 'report', report.merge_rows(out / 'report', rows))}")
+    counts = {status: sum(o["status"] == status for o in outcomes) for status in ("written", "skipped", "failed")}
+    note = f"; {counts['skipped']} already there (use --overwrite to redo)" if counts["skipped"] else ""
+    print(f"wrote {counts['written']} label map(s) to {out}{note}")
+    if "rank" in (outcomes[0] if outcomes else {}):
+        for rank in sorted({o["rank"] for o in outcomes}):
+            print(f"  rank {rank}: " + " ".join(o["case_id"] for o in outcomes if o["rank"] == rank))
+    failures = [o["error"] for o in outcomes if o["status"] == "failed"]
     if failures:
         print(f"{len(failures)} case(s) failed:", file=sys.stderr)
         for line in failures:

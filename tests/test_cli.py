@@ -152,3 +152,21 @@ def test_wandb_offline_logs_metrics_config_and_overlays(demo_data, tmp_path, mon
     for key in (b"val/dice_wt", b"val/dice_et", b"val/dice_tc", b"train/loss", b"swin_unetr_demo", b"roi_size"):
         assert key in record, key
     assert list(offline.glob("files/media/images/val/overlay_0*.png"))
+
+
+@pytest.mark.slow
+def test_predict_folder_split_over_two_ddp_processes(demo_data, tmp_path):
+    """Lightning DDP predict with 2 CPU processes: every case on exactly one rank, written once."""
+    run = tmp_path / "run"
+    assert main(fit_args(demo_data, run, 1)) == 0
+    cases = tmp_path / "cases"
+    generate_dataset(cases, 3, seed=5, start_index=900, shape=(48, 48, 32))
+    out = tmp_path / "pred"
+    command = [sys.executable, "-m", "medseg.cli", "predict", str(cases), "--ckpt", str(run / "checkpoints" / "last.ckpt"),
+               "--out", str(out), "--devices", "2", "--device", "cpu"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [line.split(":", 1)[1].split() for line in result.stdout.splitlines() if line.strip().startswith("rank ")]
+    assert len(ranks) == 2 and all(ranks)
+    assert sorted(sum(ranks, [])) == ["BraTS2021_00900", "BraTS2021_00901", "BraTS2021_00902"]  # each once
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["BraTS2021_00900.nii.gz", "BraTS2021_00901.nii.gz", "BraTS2021_00902.nii.gz"]
