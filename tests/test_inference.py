@@ -88,3 +88,41 @@ def test_python_api_returns_arrays_and_writes_when_asked(tmp_path):
     _predictor().predict([tmp_path / "cases" / "BraTS2021_00013"], out_dir=tmp_path / "out", probabilities=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["BraTS2021_00013.nii.gz", "BraTS2021_00013_prob.nii.gz"]
     assert nib.load(str(tmp_path / "out" / "BraTS2021_00013_prob.nii.gz")).shape == (*label.shape, 3)
+
+
+def _write_dicom_series(volume_path: str, folder) -> None:
+    """One modality as a DICOM series (one .dcm per slice), geometry from the NIfTI file."""
+    import SimpleITK as sitk
+
+    image = sitk.Cast(sitk.ReadImage(volume_path), sitk.sitkInt16)
+    folder.mkdir(parents=True)
+    d = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(image.GetDepth()):
+        plane = image[:, :, z]
+        tags = {
+            "0008|0060": "MR",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10**8),
+            "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, z))),
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
+        }
+        for tag, value in tags.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{z:03d}.dcm"))
+        writer.Execute(plane)
+
+
+def test_dicom_series_case_predicted_on_its_grid(tmp_path):
+    label = blob_label(shape=(32, 28, 16), seed=8)
+    case = write_case(tmp_path / "nifti", "BraTS2021_00014", label)
+    for name, path in zip(("t1", "t1ce", "t2", "flair"), case["image"]):
+        _write_dicom_series(path, tmp_path / "dicom" / "patient7" / name)
+    [result] = _predictor().predict(tmp_path / "dicom", out_dir=tmp_path / "out")
+    assert result.case_id == "patient7"
+    np.testing.assert_array_equal(result.label, label)
+    written = nib.load(str(tmp_path / "out" / "patient7.nii.gz"))
+    np.testing.assert_allclose(written.affine, LPS_AFFINE, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), label)

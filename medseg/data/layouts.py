@@ -352,7 +352,9 @@ def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
     Each input may be: modality files of one case named BraTS-style (``<case>_t1ce``, ``<case>-t2f``...) or
     nnU-Net-style (``<case>_0000`` ... ``_0003``); a case folder; a folder of case folders; a flat folder of
     such files (nnU-Net ``imagesTs/``); a 4-D image with the modalities on its last axis; or a mix.
-    Files ending in ``_seg``/``-seg`` are skipped. Image files: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.mhd``.
+    Files ending in ``_seg``/``-seg`` are skipped. Image files: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.mhd``;
+    DICOM: a case folder holding one series sub-folder per modality (``t1/``, ``t1ce/``, ``t2/``, ``flair/``
+    of ``.dcm`` files), or a folder of such case folders.
 
     Channel order of ``_000K`` files and of 4-D images comes from a ``dataset.json`` beside them or in the
     folder above (nnU-Net ``channel_names`` or MSD ``modality``); without one it is ASSUMED to be canonical,
@@ -362,7 +364,11 @@ def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     files: dict[str, Path] = {}  # the same file given twice (a folder and a file in it) counts once
+    dicom_cases = []
     for item in map(Path, inputs):
+        if item.is_dir() and (dicom := _dicom_cases(item)):
+            dicom_cases += dicom
+            continue
         if item.is_dir():
             found = _predict_folder_files(item)
         elif item.is_file():
@@ -372,10 +378,30 @@ def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
         else:
             raise LayoutError(f"{item}: no such file or folder")
         files.update((os.path.abspath(p), Path(os.path.abspath(p))) for p in found)
-    if not files:
+    if not files and not dicom_cases:
         raise LayoutError("no inputs to predict on")
-    cases = _group_predict_files(sorted(files.values()))
+    cases = _group_predict_files(sorted(files.values())) + dicom_cases
     return sorted(_unique(cases, "the prediction inputs"), key=lambda c: c["case_id"])
+
+
+def _dicom_case(folder: Path) -> dict | None:
+    """A case folder of DICOM series, one sub-folder per modality named by it (``t1/``, ``T1ce/``, ``flair/``...)."""
+    series = {canonical_modality(sub.name): sub for sub in folder.iterdir() if sub.is_dir() and not _is_hidden(sub)}
+    series.pop(None, None)
+    if not series or not any(any(f.suffix.lower() == ".dcm" for f in sub.iterdir()) for sub in series.values()):
+        return None
+    missing = [m for m in CANONICAL_MODALITIES if m not in series]
+    if missing:
+        raise CaseError(f"DICOM case folder lacks the {', '.join(missing)} series (one sub-folder per modality)", folder.name, folder)
+    return _case(folder.name, [str(series[m].absolute()) for m in CANONICAL_MODALITIES], label=None)
+
+
+def _dicom_cases(folder: Path) -> list[dict]:
+    """DICOM cases: ``folder`` itself, or its sub-folders (a folder of DICOM case folders)."""
+    if case := _dicom_case(folder):
+        return [case]
+    subs = [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and not _is_hidden(sub)]
+    return [case for sub in subs if (case := _dicom_case(sub))]
 
 
 def _predict_folder_files(folder: Path) -> list[Path]:
