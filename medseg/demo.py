@@ -45,7 +45,7 @@ def _generate(root: Path, n: int, seed: int, start: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg import evaluate, predict
+    from medseg import evaluate, predict, report
     from medseg.cli import MedsegCLI
 
     out = Path(args.out)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
-    code = predict.main([str(test_dir), "--ckpt", str(ckpt), "--out", str(out / "predictions"), "--overwrite"])
+    code = predict.main([str(test_dir), "--ckpt", str(ckpt), "--out", str(out / "predictions"), "--overwrite", "--report"])
     timings["predict"] = time.perf_counter() - start
     if code:
         return code
@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     code = evaluate.main(["--pred", str(out / "predictions"), "--label", str(test_dir)])
     timings["evaluate"] = time.perf_counter() - start
+    report_dir = out / "predictions" / "report"
+    for metrics_csv in sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"))[-1:]:  # CSV logger
+        print(f"training curves: {report.plot_curves(metrics_csv, report_dir / 'training_curves.png')}")
+    report.write_html(report_dir, metrics_summary=out / "predictions" / "metrics_summary.json")
+    print(f"report: {report_dir / 'index.html'}")
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {sum(timings.values()):.0f} s")
     print(f"checkpoint: {ckpt}\npredictions: {out / 'predictions'}")
     return code

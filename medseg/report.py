@@ -95,6 +95,8 @@ def write_html(out_dir: str | Path, rows: Sequence[dict] | None = None, metrics_
                 f"<td>{hd.get('mean', float('nan')):.2f} ± {hd.get('std', float('nan')):.2f}</td></tr>"
             )
         parts.append("</table>")
+    if (out_dir / "training_curves.png").exists():
+        parts.append("<h2>Training</h2><img src='training_curves.png' alt='training curves'>")
     parts.append("<h2>Region volumes (ml)</h2><table><tr><th>case</th><th>TC</th><th>WT</th><th>ET</th></tr>")
     for row in rows:
         cells = "".join(f"<td>{row[r]:.1f}</td>" for r in REGIONS)
@@ -116,14 +118,14 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
     with open(metrics_csv, newline="") as f:
         records = list(csv.DictReader(f))
     columns = [c for c in (records[0].keys() if records else []) if c.startswith(("train/", "val/"))]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
-    for column in columns:
-        points = [(int(r["step"]), float(r[column])) for r in records if r.get(column) not in (None, "")]
-        if points:
-            ax = axes[0] if column.startswith("train/") else axes[1]
-            ax.plot(*zip(*points), label=column, marker="." if len(points) < 20 else None)
-    for ax, title in zip(axes, ("training", "validation")):
-        ax.set_title(title)
+    stages = [stage for stage in ("train/", "val/") if any(c.startswith(stage) for c in columns)] or ["train/"]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), dpi=100, squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        for column in (c for c in columns if c.startswith(stage)):
+            points = [(int(r["step"]), float(r[column])) for r in records if r.get(column) not in (None, "")]
+            if points:
+                ax.plot(*zip(*points), label=column, marker="." if len(points) < 20 else None)
+        ax.set_title("training" if stage == "train/" else "validation")
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(fontsize=8)

@@ -126,3 +126,13 @@ def test_dicom_series_case_predicted_on_its_grid(tmp_path):
     written = nib.load(str(tmp_path / "out" / "patient7.nii.gz"))
     np.testing.assert_allclose(written.affine, LPS_AFFINE, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(written.dataobj), label)
+
+
+def test_training_curves_picture(tmp_path):
+    from medseg.report import plot_curves
+
+    metrics = tmp_path / "metrics.csv"
+    rows = ["epoch,step,train/loss,train/dice,val/dice_wt"] + [f"0,{s},{1 - s / 20},{0.9 - s / 30},{'' if s % 5 else s / 20}" for s in range(20)]
+    metrics.write_text("\n".join(rows) + "\n")
+    png = plot_curves(metrics, tmp_path / "curves.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,112 @@
+"""Training step time: `medseg fit` against a plain PyTorch loop on the same network, data and batch.
+
+    python scripts/bench_training.py --steps 12 --feature-size 12 --roi 64
+
+Both paths use the same generated cases, the same MONAI transforms and caching, Swin UNETR, Dice+BCE and
+AdamW; the plain loop is what a MONAI tutorial writes by hand. Reports the median step time of each
+(the first two steps are warm-up and not counted) and their ratio. Time nothing while another heavy
+process runs: on 2 cores a second job changes step times several-fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Callback
+
+from medseg.cli import MedsegCLI
+from medseg.data.datamodule import BratsDataModule
+from medseg.data.demo import generate_dataset
+from medseg.losses import DiceBCELoss
+from medseg.nets import SwinUNETR
+
+ROOT = Path(__file__).resolve().parents[1]
+WARMUP = 2
+
+
+class StepTimer(Callback):
+    """Wall time from one training batch's start to the next one's: data loading included."""
+
+    def __init__(self) -> None:
+        self.times, self.last = [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.times.append(now - self.last)
+        self.last = now
+
+
+def plain_loop(data_dir: Path, steps: int, feature_size: int, roi: int) -> list[float]:
+    torch.manual_seed(0)
+    dm = BratsDataModule(str(data_dir), roi_size=(roi,) * 3, val_fraction=0.0)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    net = SwinUNETR(in_channels=4, out_channels=3, feature_size=feature_size)
+    loss_fn = DiceBCELoss()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    times, last, done = [], None, 0
+    while done < steps + 1:
+        for batch in loader:
+            now = time.perf_counter()
+            if last is not None:
+                times.append(now - last)
+            last = now
+            if done == steps + 1:
+                break
+            loss = loss_fn(net(batch["image"]), batch["label"])["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += 1
+    return times
+
+
+def medseg_fit(data_dir: Path, run: Path, steps: int, feature_size: int, roi: int) -> list[float]:
+    timer = StepTimer()
+    cli = MedsegCLI(
+        args=[
+            "--config", str(ROOT / "configs" / "swin_unetr_demo.yaml"),
+            "--data.init_args.data_dir", str(data_dir),
+            "--data.init_args.roi_size", f"[{roi}, {roi}, {roi}]",
+            "--model.init_args.roi_size", f"[{roi}, {roi}, {roi}]",
+            "--model.init_args.net.init_args.feature_size", str(feature_size),
+            "--trainer.default_root_dir", str(run),
+            "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
+            "--trainer.logger.save_dir", str(run),
+            "--trainer.max_steps", str(steps + 1),
+            "--trainer.enable_progress_bar", "false",
+        ],
+        run=False,
+    )  # fmt: skip
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer.times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--feature-size", type=int, default=12)
+    parser.add_argument("--roi", type=int, default=64)
+    parser.add_argument("--cases", type=int, default=6)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train"
+        generate_dataset(data, args.cases, seed=0)
+        plain = plain_loop(data, args.steps, args.feature_size, args.roi)[WARMUP:]
+        fit = medseg_fit(data, Path(tmp) / "run", args.steps, args.feature_size, args.roi)[WARMUP:]
+    p, m = statistics.median(plain), statistics.median(fit)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, feature_size {args.feature_size}, roi {args.roi}")
+    print(f"plain loop: median {p:.2f} s/step over {len(plain)} steps ({', '.join(f'{t:.2f}' for t in plain)})")
+    print(f"medseg fit: median {m:.2f} s/step over {len(fit)} steps ({', '.join(f'{t:.2f}' for t in fit)})")
+    print(f"medseg fit / plain loop: {m / p:.3f}")
+
+
+if __name__ == "__main__":
+    main()
