@@ -22,11 +22,12 @@ import warnings
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from monai.optimizers import WarmupCosineSchedule
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
+
+from medseg.modules.schedule import warmup_cosine
 
 
 class ClassificationModule(pl.LightningModule):
@@ -143,8 +144,4 @@ class ClassificationModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.hparams.warmup_steps
-        warmup = int(warmup * total) if warmup < 1 else int(warmup)
-        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=min(warmup, total - 1), t_total=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)

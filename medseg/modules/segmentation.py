@@ -18,12 +18,12 @@ from typing import Literal
 import pytorch_lightning as pl
 import torch
 from monai.inferers import sliding_window_inference
-from monai.optimizers import WarmupCosineSchedule
 from torch import nn
 
 from medseg.data.labels import REGIONS
 from medseg.losses import DiceBCELoss
 from medseg.metrics import dice, hd95
+from medseg.modules.schedule import warmup_cosine
 from medseg.nets.pretrained import load_pretrained
 
 
@@ -150,11 +150,7 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.hparams.warmup_steps
-        warmup = int(warmup * total) if warmup < 1 else int(warmup)
-        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=min(warmup, total - 1), t_total=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)
 
 
 def _from_config() -> bool:
