@@ -77,11 +77,17 @@ def _dispatch(argv: list[str]) -> int:
         print(HELP)
         return 0 if argv else 2
     command = argv[0]
-    lightning_predict = command == "predict" and any(a in ("--config", "-c") or a.startswith("--config=") for a in argv)
-    if command in COMMANDS and not lightning_predict:
+    if command == "predict" and any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
+        print(
+            "medseg: error: `medseg predict` needs no config: the checkpoint carries the model and preprocessing.\n"
+            "  medseg predict INPUT... --ckpt runs/.../checkpoints/last.ckpt --out DIR   (see medseg predict --help)",
+            file=sys.stderr,
+        )
+        return 2
+    if command in COMMANDS:
         module, function = COMMANDS[command][0].split(":")
         return getattr(importlib.import_module(module), function)(argv[1:]) or 0
-    if command not in LIGHTNING and not lightning_predict:
+    if command not in LIGHTNING:
         print(f"medseg: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
         return 2
     os.environ.setdefault("WANDB_MODE", "offline")  # scans are patient data: nothing leaves by default
