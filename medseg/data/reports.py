@@ -36,16 +36,10 @@ from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
-from monai.transforms import (
-    Compose,
-    EnsureTyped,
-    RandAffined,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-    Resized,
-    ResizeWithPadOrCropd,
-)
+from monai.transforms import Compose, EnsureTyped, Resized, ResizeWithPadOrCropd
 
 from medseg.data.layouts import DatasetIndex, find_predict_cases, read_dataset
 from medseg.data.transforms import preprocessing
@@ -299,28 +293,42 @@ def pair_transforms(
     image_size: Sequence[int],
     spatial_mode: Literal["resize", "crop"] = "resize",
     pixdim: Sequence[float] | None = None,
-    augment: bool = False,
 ) -> Compose:
     """Preprocessing of ``medseg.data.transforms`` (RAS, optional resampling, head crop, normalisation), then
-    ``resize`` of the head box to ``image_size`` or a centred ``crop`` (padding where smaller).
-
-    ``augment`` adds small rotations, scalings and shifts and intensity jitter; never flips: left and right
-    are what the reports talk about.
-    """
+    ``resize`` of the head box to ``image_size`` or a centred ``crop`` (padding where smaller). Deterministic:
+    training augmentation runs on whole batches (:func:`augment_batch`)."""
     if spatial_mode not in ("resize", "crop"):
         raise ValueError(f"spatial_mode must be 'resize' or 'crop', got {spatial_mode!r}")
     size = tuple(int(s) for s in image_size)
     fit = Resized("image", spatial_size=size, mode="area") if spatial_mode == "resize" else ResizeWithPadOrCropd("image", size)
     transforms = [*preprocessing("brats2021", pixdim, with_label=False), fit]  # no label: the convention is unused
-    if augment:
-        transforms += [
-            RandAffined("image", prob=0.5, rotate_range=(0.1, 0.1, 0.1), scale_range=(0.08, 0.08, 0.08),
-                        translate_range=tuple(s * 0.04 for s in size), padding_mode="zeros"),  # fmt: skip
-            RandScaleIntensityd("image", factors=0.1, prob=1.0),
-            RandShiftIntensityd("image", offsets=0.1, prob=1.0),
-        ]
-    transforms.append(EnsureTyped("image", track_meta=False))
-    return Compose(transforms)
+    return Compose([*transforms, EnsureTyped("image", track_meta=False)])
+
+
+def augment_batch(
+    image: torch.Tensor, rotate: float = 0.1, scale: float = 0.08, translate: float = 0.05, intensity: float = 0.1
+) -> torch.Tensor:
+    """Random small affine (rotation up to ``rotate`` rad about each axis, scaling by up to ``scale``, shift up
+    to ``translate`` of the half-width) and intensity scale/shift per channel, for a whole batch at once.
+
+    image [B, C, X, Y, Z] -> [B, C, X, Y, Z]. Never flips: left and right are what reports talk about. One
+    ``grid_sample`` for the batch costs a fraction of per-case MONAI ``RandAffined`` calls on CPU.
+    """
+    b, c = image.shape[:2]
+    opts = {"device": image.device, "dtype": image.dtype}
+    angles = (torch.rand(b, 3, **opts) * 2 - 1) * rotate  # [B, 3]
+    cos, sin = angles.cos(), angles.sin()
+    one, zero = torch.ones(b, **opts), torch.zeros(b, **opts)
+    rx = torch.stack([one, zero, zero, zero, cos[:, 0], -sin[:, 0], zero, sin[:, 0], cos[:, 0]], -1).view(b, 3, 3)
+    ry = torch.stack([cos[:, 1], zero, sin[:, 1], zero, one, zero, -sin[:, 1], zero, cos[:, 1]], -1).view(b, 3, 3)
+    rz = torch.stack([cos[:, 2], -sin[:, 2], zero, sin[:, 2], cos[:, 2], zero, zero, zero, one], -1).view(b, 3, 3)
+    zoom = 1 + (torch.rand(b, 3, **opts) * 2 - 1) * scale  # [B, 3]
+    theta = torch.cat([rz @ ry @ rx @ torch.diag_embed(zoom), (torch.rand(b, 3, 1, **opts) * 2 - 1) * translate], 2)
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)  # [B, X, Y, Z, 3]
+    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # [B, C, X, Y, Z]
+    factor = 1 + (torch.rand(b, c, 1, 1, 1, **opts) * 2 - 1) * intensity  # [B, C, 1, 1, 1]
+    offset = (torch.rand(b, c, 1, 1, 1, **opts) * 2 - 1) * intensity
+    return out * factor + offset
 
 
 # ------------------------------------------------------------------------------------------ datamodule
@@ -358,7 +366,8 @@ class ReportDataModule(pl.LightningDataModule):
             spatial_mode: ``resize`` the head box to ``image_size`` (the whole head, as the report sees it), or
                 ``crop`` it centrally (native resolution).
             pixdim: resample to this voxel spacing in mm first; None keeps the native grid.
-            augment: random affine and intensity jitter in training (no flips).
+            augment: random affine and intensity jitter of training batches, after they reach the device
+                (:func:`augment_batch`; no flips).
             batch_size: pairs per step; every other pair of the batch is a negative.
             num_workers: DataLoader worker processes.
             cache: ``memory``, ``disk`` (in ``cache_dir``) or ``none``: caches the deterministic transforms.
@@ -394,8 +403,13 @@ class ReportDataModule(pl.LightningDataModule):
         self.setup("fit")
         return [pair["report"] for pair in self.splits["train"]]
 
-    def _dataset(self, pairs: list[dict], augment: bool):
-        transform = pair_transforms(self.hparams.image_size, self.hparams.spatial_mode, self.hparams.pixdim, augment)
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if self.hparams.augment and self.trainer is not None and self.trainer.training:
+            batch["image"] = augment_batch(batch["image"])
+        return batch
+
+    def _dataset(self, pairs: list[dict]):
+        transform = pair_transforms(self.hparams.image_size, self.hparams.spatial_mode, self.hparams.pixdim)
         if self.hparams.cache == "none":
             return Dataset(pairs, transform)
         if self.hparams.cache == "disk":
@@ -406,7 +420,7 @@ class ReportDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         pairs = self.splits["train"]
         return DataLoader(
-            self._dataset(pairs, self.hparams.augment),
+            self._dataset(pairs),
             batch_size=self.hparams.batch_size,
             shuffle=True,
             num_workers=self.hparams.num_workers,
@@ -418,7 +432,7 @@ class ReportDataModule(pl.LightningDataModule):
         if not self.splits["val"]:
             return []
         return DataLoader(
-            self._dataset(self.splits["val"], augment=False),
+            self._dataset(self.splits["val"]),
             batch_size=self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
         )

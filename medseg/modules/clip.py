@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from monai.optimizers import WarmupCosineSchedule
+from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import instantiate_module
 from scipy.stats import rankdata
 from torch import nn
@@ -57,7 +57,8 @@ class ClipModule(pl.LightningModule):
                 tokenizer is fitted on the training reports when it has none).
             lr: peak AdamW learning rate.
             weight_decay: AdamW weight decay (not on biases, norms, embeddings' 1-D parameters or the temperature).
-            warmup_steps: linear warm-up in optimizer steps, or a fraction of all steps if < 1; cosine after it.
+            warmup_steps: linear warm-up in optimizer steps, or a fraction of the run if < 1; times a cosine decay
+                to 0 at ``trainer.max_steps`` or ``trainer.max_time``, whichever comes first.
             init_temperature: starting softmax temperature (scale 1/0.07 as CLIP).
             max_logit_scale: the scale is clamped at this value (100).
             learn_temperature: learn the temperature (else fixed).
@@ -197,11 +198,24 @@ class ClipModule(pl.LightningModule):
                 (decay if p.ndim >= 2 else no_decay).append(p)  # biases, norms, temperature: no decay
         groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.hparams.warmup_steps
-        warmup = int(warmup * total) if warmup < 1 else int(warmup)
-        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=min(warmup, total - 1), t_total=total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up times a cosine decay to 0 over the run, the run ending at ``trainer.max_steps`` or
+        at ``trainer.max_time``, whichever comes first (a time budget then ends with a decayed learning rate)."""
+        total = float(self.trainer.estimated_stepping_batches)  # inf without max_steps / max_epochs
+        progress = step / total if math.isfinite(total) and total > 0 else 0.0
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_remaining("train") is not None:
+            elapsed = timer.time_elapsed("train")
+            progress = max(progress, elapsed / max(elapsed + timer.time_remaining("train"), 1e-9))
+        warmup = self.hparams.warmup_steps
+        if warmup >= 1:
+            warm = (step + 1) / warmup
+        else:
+            warm = progress / warmup if warmup > 0 else 1.0
+        return min(1.0, warm) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 # ---------------------------------------------------------------------------------------------- metrics
