@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--out", default="demo_run", help="working folder (default: demo_run)")
-    parser.add_argument("--cases", type=int, default=24, help="training cases to generate (default: 24)")
+    parser.add_argument("--cases", type=int, default=48, help="training cases to generate (default: 48)")
     parser.add_argument("--test-cases", type=int, default=8, help="held-out cases (default: 8)")
     parser.add_argument("--max-steps", type=int, default=None, help="training steps (default: the config's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default: 0)")
