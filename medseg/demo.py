@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Run medseg end to end on synthetic BraTS-style data it generates itself (nothing is downloaded): "
             "write OUT/data/train and a held-out OUT/data/test, train Swin UNETR (configs/swin_unetr_demo.yaml: "
             "feature_size 12, roi 64), segment the held-out cases into OUT/predictions and print Dice and HD95 "
-            "per region. The default budget takes about 12 minutes on 2 CPU cores."
+            "per region. The default budget takes about 8 minutes on 2 CPU cores."
         ),
     )
     parser.add_argument("--out", default="demo_run", help="working folder (default: demo_run)")
