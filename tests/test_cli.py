@@ -135,6 +135,9 @@ def test_ddp_fit_with_two_cpu_processes(demo_data, tmp_path):
 def test_wandb_offline_logs_metrics_config_and_overlays(demo_data, tmp_path, monkeypatch):
     """The default logger: wandb, offline (nothing leaves the machine), with per-region metrics, the
     resolved config and slice overlays of validation cases."""
+    import wandb
+
+    wandb.finish()  # a run another test left open in this process would receive the logs instead
     monkeypatch.setenv("WANDB_MODE", "offline")
     run = tmp_path / "run"
     args = [a for a in fit_args(demo_data, run, 2) if a]
