@@ -46,12 +46,12 @@ def blob_label(shape=(24, 20, 12), seed: int = 0) -> np.ndarray:
 
 
 def write_case(root: Path, case_id: str, label: np.ndarray, affine=LPS_AFFINE, seed: int = 0) -> dict:
-    """BraTS 2021 files whose t1, t1ce, t2 encode TC, WT, ET (1 + indicator) inside a head box, flair = head."""
+    """BraTS 2021 files whose t1, t1ce, t2 encode TC, WT, ET (1 + 9 x indicator) inside a head box, flair = head."""
     rng = np.random.default_rng(seed)
     head = np.zeros(label.shape, bool)
     head[2:-2, 2:-2, 1:-1] = True
     regions = [np.isin(label, (1, 4)), label > 0, label == 4]
-    images = [(head * (1.0 + r)).astype(np.float32) for r in regions]
+    images = [(head * (1.0 + 9.0 * r)).astype(np.float32) for r in regions]
     images.append((head * (1.0 + 0.01 * rng.standard_normal(label.shape))).astype(np.float32))
     folder = root / case_id
     files = [save(folder / f"{case_id}_{m}.nii.gz", im, affine) for m, im in zip(MODALITIES, images)]

@@ -15,7 +15,7 @@ from conftest import LPS_AFFINE, blob_label, write_case
 
 
 class OracleNet(nn.Module):
-    """Reads the regions off the first three channels (1 + indicator, normalised: positive inside).
+    """Reads the regions off the first three channels (1 + 9 x indicator, normalised: positive inside).
 
     Purely voxel-wise, so any misalignment introduced by orientation, cropping, padding or window
     stitching shows up as a wrong voxel in the output."""
@@ -136,3 +136,14 @@ def test_training_curves_picture(tmp_path):
     metrics.write_text("\n".join(rows) + "\n")
     png = plot_curves(metrics, tmp_path / "curves.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resampled_prediction_comes_back_on_the_input_grid(tmp_path):
+    """With training-time resampling (pixdim), Invertd brings the prediction back to the input's grid."""
+    label = blob_label(shape=(40, 30, 20), seed=9)
+    case = write_case(tmp_path, "BraTS2021_00015", label)
+    result = _predictor(pixdim=(1.5, 1.5, 1.5)).predict_case(case)
+    assert result.label.shape == label.shape
+    np.testing.assert_allclose(result.affine, LPS_AFFINE, atol=1e-6)
+    wt_pred, wt_true = result.label > 0, label > 0
+    assert 2 * (wt_pred & wt_true).sum() / (wt_pred.sum() + wt_true.sum()) > 0.85
