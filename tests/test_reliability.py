@@ -1,7 +1,9 @@
-"""Faults and safety: determinism, no network, outputs never overwrite inputs, unwritable outputs."""
+"""Faults and safety: determinism, exact resume after SIGKILL, no network, outputs never overwrite inputs."""
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +15,8 @@ from medseg.cli import main
 from medseg.data.demo import generate_dataset
 
 from test_cli import fit_args
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,28 @@ def test_same_seed_same_weights(two_cases, tmp_path):
     assert main([*fit_args(two_cases, tmp_path / "c", 3), "--data.init_args.seed", "1"]) == 0
     c = _weights(tmp_path / "c")
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [3, 4])  # mid epoch 2, and right after the epoch-2 checkpoint
+def test_sigkill_mid_fit_then_resume_gives_the_uninterrupted_weights(two_cases, tmp_path, kill_at):
+    """2 cases, 2 steps an epoch, 6 steps: killed with SIGKILL, resumed with --ckpt_path last."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+
+    def fit(run: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "medseg.cli", *fit_args(two_cases, run, 6), *extra]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+    straight = fit(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run = tmp_path / "resumed"
+    killed = fit(run, "--trainer.callbacks+=killer.KillAtStep", f"--trainer.callbacks.step={kill_at}")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < kill_at + 1
+    resumed = fit(run, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _weights(tmp_path / "straight"), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed fit diverged from the uninterrupted one"
 
 
 @pytest.fixture

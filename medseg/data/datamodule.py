@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
+from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 from medseg.data.layouts import DatasetIndex, read_dataset
@@ -25,26 +26,51 @@ from medseg.errors import LayoutError
 from medseg.io import check_case_files
 
 
-class EpochSeededSampler(Sampler[int]):
-    """Shuffles with ``seed + epoch`` and reseeds the random transforms the same way.
+class StepSeededSampler(Sampler[tuple[int, int]]):
+    """The training stream as a function of the step: item ``c`` (``c = global_step x batch_size +
+    position``) is case ``perm_e[c % n]`` of epoch ``e = c // n``, shuffled with ``seed + e``.
 
-    Epoch ``e`` then sees the same order and the same crops whether the fit ran straight through or was
-    killed and resumed from the checkpoint of epoch ``e - 1``: resume is exact on CPU. (Under DDP
-    Lightning swaps in its DistributedSampler, which is seeded per epoch likewise.)
+    Yields ``(case index, c)``; :class:`StepSeededDataset` reseeds the augmentation from ``c``. What a
+    step sees depends on the step alone, so a fit killed at any point and resumed from its checkpoint
+    sees exactly what an uninterrupted one would (Lightning restarts the epoch a checkpoint was saved
+    in; here that changes nothing), with or without DataLoader workers.
     """
 
-    def __init__(self, size: int, seed: int, transform: Compose, datamodule: pl.LightningDataModule) -> None:
-        self.size, self.seed, self.transform, self.datamodule = size, seed, transform, datamodule
+    def __init__(self, size: int, seed: int, batch_size: int, datamodule: pl.LightningDataModule) -> None:
+        self.size, self.seed, self.batch_size, self.datamodule = size, seed, batch_size, datamodule
 
     def __len__(self) -> int:
         return self.size
 
+    def _order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
     def __iter__(self):
         trainer = self.datamodule.trainer
-        epoch = trainer.current_epoch if trainer is not None else 0
-        self.transform.set_random_state(seed=self.seed + epoch)
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        start = trainer.global_step * self.batch_size if trainer is not None else 0
+        order, epoch = None, None
+        for c in range(start, start + self.size):
+            if c // self.size != epoch:
+                epoch = c // self.size
+                order = self._order(epoch)
+            yield order[c % self.size], c
+
+
+class StepSeededDataset(TorchDataset):
+    """Wraps a training dataset: item ``(index, c)`` reseeds the random transforms from ``(seed, c)``
+    before loading ``index``."""
+
+    def __init__(self, dataset, transform: Compose, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, counter = key
+        self.transform.set_random_state(seed=(self.seed * 1_000_003 + counter) % 2**32)
+        return self.dataset[index]
 
 
 class BratsDataModule(pl.LightningDataModule):
@@ -85,7 +111,7 @@ class BratsDataModule(pl.LightningDataModule):
                 what is cached is everything before the first random transform.
             cache_dir: folder for ``cache: disk``.
             seed: seed of the train/validation split, the order of training cases and their augmentation
-                (epoch ``e`` uses ``seed + e``: a resumed fit sees what an uninterrupted one would).
+                (a function of the step: a resumed fit sees what an uninterrupted one would).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -167,10 +193,11 @@ class BratsDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         transform = self.train_transform()
         dataset = self._dataset(self.splits["train"], transform, cached=True)
+        seed, batch_size = self.hparams.seed, self.hparams.batch_size
         return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            sampler=EpochSeededSampler(len(dataset), self.hparams.seed, transform, self),
+            StepSeededDataset(dataset, transform, seed),
+            batch_size=batch_size,
+            sampler=StepSeededSampler(len(dataset), seed, batch_size, self),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             drop_last=False,
