@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from medseg import report
 from medseg.data.layouts import find_predict_cases
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference import Predictor
-from medseg.io import case_output_name
+from medseg.io import case_output_name, reference_file
 
 DESCRIPTION = """\
 Segment brain-tumour MRI scans with a checkpoint written by `medseg fit`.
@@ -64,13 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_output_dir(out: Path, inputs: list[dict]) -> None:
-    """Fail before any work when the output folder cannot be written or would overwrite an input."""
+    """Fail before any work when the output folder cannot be written, lacks the space for the label maps,
+    or would overwrite an input; remove temporary files a killed earlier run left behind."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".medseg-write-test."):
             pass
     except OSError as e:
         raise MedsegError(f"output folder {out} is not writable ({e.strerror or e})") from None
+    for stale in out.glob(".*.partial.*"):  # atomic_path's temporary names: never a finished output
+        stale.unlink(missing_ok=True)
+    needed = sum(Path(reference_file(case)).stat().st_size for case in inputs if Path(reference_file(case)).is_file())
+    free = shutil.disk_usage(out).free
+    if free < needed:  # a uint8 label map is smaller than the (float) modality it is written like
+        raise MedsegError(f"output folder {out} has {free / 2**20:.0f} MiB free; the label maps need up to {needed / 2**20:.0f} MiB")
     inputs_resolved = {
         Path(p).resolve() for case in inputs for p in (case["image"] if isinstance(case["image"], list) else [case["image"]])
     }

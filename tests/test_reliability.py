@@ -111,3 +111,53 @@ def test_unwritable_output_fails_before_work(two_cases, tmp_path, capsys):
     out.mkdir(mode=0o555)
     code = main(["predict", str(two_cases / "train"), "--ckpt", "missing.ckpt", "--out", str(out)])
     assert code == 1 and "not writable" in capsys.readouterr().err
+
+
+def test_predict_cleans_what_a_killed_run_left_and_checks_space(two_cases, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    assert main(fit_args(two_cases, run, 1)) == 0
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    out = tmp_path / "pred"
+    out.mkdir()
+    stale = out / ".BraTS2021_00000.k3j2.partial.nii.gz"  # what SIGKILL during a write leaves behind
+    stale.write_bytes(b"half a file")
+    assert main(["predict", str(two_cases / "train"), "--ckpt", ckpt, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000.nii.gz", "BraTS2021_00001.nii.gz"]
+
+    import shutil
+
+    full = shutil.disk_usage(out)._replace(free=1000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    code = main(["predict", str(two_cases / "train"), "--ckpt", ckpt, "--out", str(tmp_path / "other")])
+    assert code == 1 and "MiB free" in capsys.readouterr().err
+
+
+def test_image_logging_can_be_switched_off():
+    """log_images: 0 sends no picture of a scan to any logger (data that must not leave the site)."""
+    from medseg.modules.segmentation import SegmentationModule
+
+    module = SegmentationModule(net=torch.nn.Conv3d(4, 3, 3, padding=1), roi_size=(16, 16, 16), log_images=0)
+    calls = []
+    module._log_overlay = lambda *a, **k: calls.append(a)
+    module.log_dict = lambda *a, **k: None
+    batch = {"image": torch.randn(1, 4, 16, 16, 16), "label": torch.zeros(1, 3, 16, 16, 16)}
+    module.validation_step(batch, 0)
+    assert calls == []
+    module.hparams.log_images = 1
+    module.validation_step(batch, 0)
+    assert len(calls) == 1
+
+
+def test_fit_on_a_bad_case_is_one_line_naming_it(tmp_path, capsys):
+    """NaN voxels in one training case: fit stops before training with the case and file named."""
+    generate_dataset(tmp_path / "train", 2, seed=6, shape=(48, 48, 32))
+    bad = tmp_path / "train" / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz"
+    image = nib.load(str(bad))
+    data = np.asarray(image.dataobj).astype(np.float32)
+    data[10, 10, 10] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), str(bad))
+    code = main(fit_args(tmp_path, tmp_path / "run", 1))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("medseg: error: case BraTS2021_00001:") and "flair.nii.gz" in err and "NaN" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
