@@ -120,6 +120,7 @@ class DETR3d(nn.Module):
         ff_dim: int = 256,
         dropout: float = 0.0,
         aux_loss: bool = True,
+        reference_points: bool = False,
     ) -> None:
         """
         Args:
@@ -133,6 +134,10 @@ class DETR3d(nn.Module):
             ff_dim: width of the transformer feed-forward layers (DETR: 2048).
             dropout: transformer dropout (DETR: 0.1).
             aux_loss: return the predictions of every decoder layer under ``aux_outputs``.
+            reference_points: give each query a learned reference point (initialised uniformly in the
+                volume) and predict box centres as offsets from it (in logit space), as Conditional /
+                DAB-DETR do; queries then own regions from the first step, which makes matching stable
+                and training much faster on small budgets. False: plain DETR.
         """
         super().__init__()
         channels = getattr(backbone, "out_channels", None)
@@ -155,6 +160,9 @@ class DETR3d(nn.Module):
         self.query_embed = nn.Embedding(n_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, n_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 6, 3)
+        self.reference = None
+        if reference_points:
+            self.reference = nn.Parameter(torch.logit(torch.rand(n_queries, 3).clamp(0.05, 0.95)))  # [Q, 3]
 
     def forward(self, image: Tensor) -> dict:
         """image [B, C, X, Y, Z] -> dict:
@@ -166,20 +174,43 @@ class DETR3d(nn.Module):
         """
         features = self.input_proj(self.backbone(image))  # [B, D, x, y, z]
         pos = sine_position_encoding_3d(features.shape[2:], features.shape[1]).to(features)  # [T, D]
-        src = features.flatten(2).transpose(1, 2) + pos  # [B, T, D], T = x*y*z
-        memory = self.transformer.encoder(src)  # [B, T, D]
-        hidden = self.query_embed.weight.expand(len(image), -1, -1)  # [B, Q, D]
+        memory = features.flatten(2).transpose(1, 2)  # [B, T, D], T = x*y*z
+        for layer in self.transformer.encoder.layers:
+            memory = _encoder_layer(layer, memory, pos)  # [B, T, D]
+        memory = self.transformer.encoder.norm(memory)
+        query_pos = self.query_embed.weight  # [Q, D]
+        hidden = torch.zeros(len(image), *query_pos.shape, dtype=memory.dtype, device=memory.device)  # [B, Q, D]
         layers_out = []
         for layer in self.transformer.decoder.layers:
-            hidden = layer(hidden, memory)  # [B, Q, D]
+            hidden = _decoder_layer(layer, hidden, memory, pos, query_pos)  # [B, Q, D]
             layers_out.append(self.transformer.decoder.norm(hidden))
         hs = torch.stack(layers_out)  # [L, B, Q, D]
         logits = self.class_embed(hs)  # [L, B, Q, K+1]
-        boxes = self.bbox_embed(hs).sigmoid()  # [L, B, Q, 6]
+        boxes = self.bbox_embed(hs)  # [L, B, Q, 6] in logit space
+        if self.reference is not None:
+            boxes = torch.cat([boxes[..., :3] + self.reference, boxes[..., 3:]], dim=-1)
+        boxes = boxes.sigmoid()
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
         return out
+
+
+def _encoder_layer(layer: nn.TransformerEncoderLayer, src: Tensor, pos: Tensor) -> Tensor:
+    """A post-norm ``nn.TransformerEncoderLayer`` with positions added to queries and keys (DETR)."""
+    q = k = src + pos
+    src = layer.norm1(src + layer.dropout1(layer.self_attn(q, k, src, need_weights=False)[0]))
+    return layer.norm2(src + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(src))))))
+
+
+def _decoder_layer(layer: nn.TransformerDecoderLayer, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
+    """A post-norm ``nn.TransformerDecoderLayer`` with the query embedding added to its queries and the
+    positions to the memory's keys, in every layer (DETR)."""
+    q = k = tgt + query_pos
+    tgt = layer.norm1(tgt + layer.dropout1(layer.self_attn(q, k, tgt, need_weights=False)[0]))
+    attended = layer.multihead_attn(tgt + query_pos, memory + pos, memory, need_weights=False)[0]
+    tgt = layer.norm2(tgt + layer.dropout2(attended))
+    return layer.norm3(tgt + layer.dropout3(layer.linear2(layer.dropout(layer.activation(layer.linear1(tgt))))))
 
 
 @torch.no_grad()
