@@ -160,7 +160,10 @@ def _predict_distributed(cases: list[dict], args: argparse.Namespace) -> list[di
     trainer.predict(module, loader, return_predictions=False)
     gathered = [None] * trainer.world_size
     dist.all_gather_object(gathered, module.outcomes)
-    if trainer.global_rank != 0:
+    dist.barrier()
+    rank = trainer.global_rank
+    dist.destroy_process_group()  # before any rank exits: gloo threads must not outlive the interpreter
+    if rank != 0:
         sys.exit(0)  # rank 0 reports for everyone
     return [o for rank in gathered for o in rank]
 

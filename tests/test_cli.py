@@ -126,7 +126,7 @@ def test_ddp_fit_with_two_cpu_processes(demo_data, tmp_path):
     args = fit_args(demo_data, run, 2, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
                     "--trainer.strategy", "ddp")  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+        [sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
@@ -167,7 +167,7 @@ def test_predict_folder_split_over_two_ddp_processes(demo_data, tmp_path):
     out = tmp_path / "pred"
     command = [sys.executable, "-m", "medseg.cli", "predict", str(cases), "--ckpt", str(run / "checkpoints" / "last.ckpt"),
                "--out", str(out), "--devices", "2", "--device", "cpu"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [line.split(":", 1)[1].split() for line in result.stdout.splitlines() if line.strip().startswith("rank ")]
     assert len(ranks) == 2 and all(ranks)

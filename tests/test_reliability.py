@@ -1,6 +1,7 @@
 """Faults and safety: determinism, exact resume after SIGKILL, no network, outputs never overwrite inputs."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_sigkill_mid_fit_then_resume_gives_the_uninterrupted_weights(two_cases, 
 
     def fit(run: Path, *extra: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "medseg.cli", *fit_args(two_cases, run, 6), *extra]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        return subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, cwd=ROOT)
 
     straight = fit(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -89,7 +90,8 @@ def test_output_never_overwrites_an_input(two_cases, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(fit_args(two_cases, run, 1)) == 0
     ckpt = str(run / "checkpoints" / "last.ckpt")
-    case = two_cases / "train" / "BraTS2021_00000"
+    case = tmp_path / "BraTS2021_00000"  # a copy: the shared cases stay as they are for other tests
+    shutil.copytree(two_cases / "train" / "BraTS2021_00000", case)
     before = {p.name: p.read_bytes() for p in case.iterdir()}
     assert main(["predict", str(case), "--ckpt", ckpt, "--out", str(case)]) == 0  # beside the inputs
     assert all((case / name).read_bytes() == data for name, data in before.items())
@@ -123,8 +125,6 @@ def test_predict_cleans_what_a_killed_run_left_and_checks_space(two_cases, tmp_p
     stale.write_bytes(b"half a file")
     assert main(["predict", str(two_cases / "train"), "--ckpt", ckpt, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000.nii.gz", "BraTS2021_00001.nii.gz"]
-
-    import shutil
 
     full = shutil.disk_usage(out)._replace(free=1000)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
