@@ -149,15 +149,17 @@ def test_wandb_offline_logs_metrics_config_and_overlays(demo_data, tmp_path, mon
         "--data.init_args.val_fraction", "0.34",
         "--trainer.limit_val_batches", "1.0",
         "--trainer.check_val_every_n_epoch", "1",
+        "--trainer.log_every_n_steps", "1",
     ]  # fmt: skip
     assert main(args) == 0
     [offline] = list((run / "wandb").glob("offline-run-*"))
+    keys = (b"val/dice_wt", b"val/dice_et", b"val/dice_tc", b"train/loss", b"swin_unetr_demo", b"roi_size")
     for _ in range(100):  # wandb's writer process may still be flushing the run file after finish()
         record = b"".join(p.read_bytes() for p in offline.glob("*.wandb"))
-        if b"val/dice_wt" in record:
+        if all(key in record for key in keys):
             break
         time.sleep(0.1)
-    for key in (b"val/dice_wt", b"val/dice_et", b"val/dice_tc", b"train/loss", b"swin_unetr_demo", b"roi_size"):
+    for key in keys:
         assert key in record, key
     assert list(offline.glob("files/media/images/val/overlay_0*.png"))
 
