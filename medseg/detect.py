@@ -121,7 +121,7 @@ class BoxDetector:
     @torch.inference_mode()
     def detect(self, case: dict) -> CaseBoxes:
         """case {"case_id", "image": modality paths (t1, t1ce, t2, flair) or one 4-D path} -> CaseBoxes."""
-        data = self.transform(case)
+        data = self.transform({k: v for k, v in case.items() if k != "label"})  # a label map is not needed
         image = torch.as_tensor(data["image"])[None].to(self.device)  # [1, 4, *input_size]
         pred = postprocess(self.module(image))[0]  # scores [Q], labels [Q], boxes [Q, 6] normalised
         shape = data["grid_shape"].numpy().astype(np.float64)  # [3]

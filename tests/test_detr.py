@@ -162,6 +162,16 @@ def test_criterion_losses_and_toy_overfit():
     assert box_iou(best["boxes"][:2], box_cxcyczwhd_to_xyzxyz(targets[0]["boxes"]))[0].max(0).values.min() > 0.3
 
 
+def test_criterion_on_scans_without_lesions():
+    out = {"pred_logits": torch.zeros(2, 4, 2, requires_grad=True), "pred_boxes": torch.rand(2, 4, 6)}
+    empty = {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 6)}
+    losses = SetCriterion3d()(out, [empty, empty])
+    assert losses["loss_bbox"] == 0 and losses["loss_giou"] == 0
+    assert losses["loss_ce"].item() == pytest.approx(np.log(2))  # every query should say "no object"
+    losses["loss"].backward()
+    assert out["pred_logits"].grad[..., -1].lt(0).all()  # pushed towards "no object"
+
+
 def test_criterion_refuses_mismatched_classes():
     out = tiny_detr(n_classes=2)(torch.randn(1, 4, 16, 16, 16))
     with pytest.raises(ValueError, match="2 classes"):
@@ -299,8 +309,7 @@ def test_predict_boxes_in_world_mm_and_mask_on_input_grid(demo_data, tmp_path):
     data = detection_transforms("brats2021", (32, 32, 32), min_voxels=1)(case)  # boxes from the label map
     module = DetectionModule(OracleNet(data["boxes"]), SetCriterion3d())
     out = tmp_path / "boxes"
-    case_in = {k: v for k, v in case.items() if k != "label"}
-    written, failures = predict_boxes(BoxDetector(module, (32, 32, 32), device="cpu"), [case_in], out, mask_score=0.5)
+    written, failures = predict_boxes(BoxDetector(module, (32, 32, 32), device="cpu"), [case], out, mask_score=0.5)
     assert failures == [] and [p.name for p in written] == ["BraTS2021_00500.json"]
     result = json.loads(written[0].read_text())
     assert result["space"] == "RAS" and len(result["boxes"]) == 2
@@ -322,7 +331,7 @@ def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
         "--config", str(ROOT / "configs" / "detr_demo.yaml"),
         "--data.init_args.data_dir", str(demo_data / "train"),
         "--data.init_args.input_size", "[32, 32, 32]",
-        "--data.init_args.batch_size", "2",
+        "--data.init_args.batch_size", "1",
         "--data.init_args.val_fraction", "0.34",
         "--model.init_args.net.init_args.backbone.init_args.channels", "[4, 8]",
         "--model.init_args.net.init_args.hidden_dim", "12",
@@ -330,13 +339,13 @@ def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
         "--model.init_args.net.init_args.ff_dim", "16",
         "--trainer.default_root_dir", str(run),
         "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.max_steps", "2",
+        "--trainer.max_steps", "3",
         "--trainer.log_every_n_steps", "1",
         "--trainer.check_val_every_n_epoch", "1",
     ]  # fmt: skip
     assert main(args) == 0
     ckpt = run / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 2
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 3  # stopped mid-epoch, after validation
     metrics = (run / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     for name in ("train/loss_ce", "train/loss_bbox", "train/loss_giou", "val/map_10", "val/map_25", "val/map_50", "val/froc"):
         assert name in metrics

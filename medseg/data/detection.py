@@ -67,16 +67,18 @@ class DetectionTargetsd(MapTransform):
     """Boxes and classes of a preprocessed case, normalised to its grid; records the grid.
 
     Reads ``image`` (a MetaTensor [C, X, Y, Z] whose affine maps its voxels to world mm) and either
-    ``label`` (regions [3, X, Y, Z], TC/WT/ET) or ``boxes_mm`` [N, 6] world xyzxyz with ``box_labels`` [N].
-    Writes ``boxes`` [N, 6] normalised cxcyczwhd (clipped to the grid; boxes outside it dropped),
+    ``label`` (regions [3, X, Y, Z], TC/WT/ET; only with ``from_label``) or ``boxes_mm`` [N, 6] world
+    xyzxyz with ``box_labels`` [N]; neither: no boxes (prediction). Writes ``boxes`` [N, 6] normalised cxcyczwhd (clipped to the grid; boxes outside it dropped),
     ``labels`` [N] int64, ``grid_affine`` [4, 4] and ``grid_shape`` [3]; removes ``label`` and ``boxes_mm``.
     """
 
-    def __init__(self, region: str = "WT", min_voxels: int = 20, keys: Sequence[str] = ("image",)) -> None:
+    def __init__(
+        self, region: str = "WT", min_voxels: int = 20, from_label: bool = True, keys: Sequence[str] = ("image",)
+    ) -> None:
         super().__init__(keys)
         if region.upper() not in REGIONS:
             raise ValueError(f"region {region!r} is not one of {', '.join(REGIONS)}")
-        self.region, self.min_voxels = REGIONS.index(region.upper()), min_voxels
+        self.region, self.min_voxels, self.from_label = REGIONS.index(region.upper()), min_voxels, from_label
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -89,11 +91,12 @@ class DetectionTargetsd(MapTransform):
             voxel = np.concatenate([voxel[:, :3].clip(0, shape), voxel[:, 3:].clip(0, shape)], axis=1)
             inside = (voxel[:, 3:] > voxel[:, :3]).all(axis=1)
             voxel, labels = voxel[inside], labels[inside]
-        elif "label" in d:
+        elif self.from_label and "label" in d:
             voxel = label_to_boxes(d.pop("label")[self.region], self.min_voxels)  # [N, 6]
             labels = np.zeros(len(voxel), dtype=np.int64)
         else:
             voxel, labels = np.zeros((0, 6)), np.zeros(0, dtype=np.int64)
+        d.pop("label", None)
         normalised = torch.as_tensor(voxel / np.concatenate([shape, shape]), dtype=torch.float32)  # [N, 6] xyzxyz
         d["boxes"] = box_xyzxyz_to_cxcyczwhd(normalised)  # [N, 6]
         d["labels"] = torch.as_tensor(labels)
@@ -137,7 +140,7 @@ def detection_transforms(
     """Preprocessing -> boxes on the preprocessed grid -> resize to ``input_size`` (-> random flips, jitter)."""
     transforms = [
         *preprocessing(convention, pixdim, with_label=with_label),
-        DetectionTargetsd(region, min_voxels),
+        DetectionTargetsd(region, min_voxels, from_label=with_label),
         Resized(keys="image", spatial_size=tuple(input_size), mode="trilinear"),
         EnsureTyped(keys="image", track_meta=False),
     ]

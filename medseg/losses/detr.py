@@ -41,7 +41,7 @@ class HungarianMatcher3d(nn.Module):
         cost_bbox = torch.cdist(pred_boxes, tgt_boxes, p=1)  # [B*Q, sum N]
         cost_giou = -generalized_box_iou(box_cxcyczwhd_to_xyzxyz(pred_boxes), box_cxcyczwhd_to_xyzxyz(tgt_boxes))
         cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
-        cost = cost.view(bs, n_queries, -1).cpu()  # [B, Q, sum N]
+        cost = cost.view(bs, n_queries, len(tgt_ids)).cpu()  # [B, Q, sum N]
 
         sizes = [len(t["boxes"]) for t in targets]
         indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
