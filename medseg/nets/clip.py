@@ -154,6 +154,9 @@ class ViTImageEncoder(nn.Module):
             dropout_rate=dropout_rate,
             qkv_bias=True,
         )
+        for block in self.vit.blocks:  # MONAI builds a LayerNorm for cross-attention it never uses: frozen, DDP
+            if not block.with_cross_attention:  # would otherwise stop on parameters without gradients
+                block.norm_cross_attn.requires_grad_(False)
         self.pool_grid = tuple(pool_grid)
         self.head = ProjectionHead(hidden_size * _cells(self.pool_grid), embed_dim, head)
         self.embed_dim = embed_dim
