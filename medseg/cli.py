@@ -19,6 +19,8 @@ COMMANDS = {
     "predict": ("medseg.predict:main", "segment scans from files with a checkpoint"),
     "evaluate": ("medseg.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
     "export": ("medseg.export:main", "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch"),
+    "detect": ("medseg.detect:main", "lesion boxes (world mm) from scans with a DETR checkpoint"),
+    "zero-shot": ("medseg.zero_shot:main", "classify scans against text prompts with a CLIP checkpoint"),
 }
 LIGHTNING = {
     "fit": "train a model: medseg fit --config configs/swin_unetr_brats.yaml",
