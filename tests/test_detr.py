@@ -28,13 +28,23 @@ from medseg.detect import BoxDetector, main as detect_main, predict_boxes
 from medseg.losses.detr import HungarianMatcher3d, SetCriterion3d
 from medseg.metrics_detection import average_precision, froc, mean_average_precision
 from medseg.modules.detection import DetectionModule
-from medseg.nets.detr import ConvBackbone3d, DETR3d, postprocess, sine_position_encoding_3d
-
-from conftest import _lps_affine
+from medseg.nets.detr import ConvBackbone3d, DETR3d, ResNetBackbone3d, postprocess, sine_position_encoding_3d
 
 ROOT = Path(__file__).resolve().parents[1]
-ROTATED = _lps_affine(degrees=7.0, spacing=(0.9, 1.2, 2.5))  # LPS-flipped, anisotropic, rotated
-UNROTATED = _lps_affine(degrees=0.0, spacing=(0.9, 1.2, 2.5))
+
+
+def lps_affine(degrees: float, spacing=(0.9, 1.2, 2.5), origin=(90.0, 120.0, -60.0)) -> np.ndarray:
+    """x and y flipped (LPS storage), anisotropic, rotated by ``degrees`` about z and then x."""
+    t = np.deg2rad(degrees)
+    about_z = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    about_x = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ about_x @ about_z @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+ROTATED, UNROTATED = lps_affine(7.0), lps_affine(0.0)
 
 
 def random_boxes(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -178,6 +188,15 @@ def test_criterion_refuses_mismatched_classes():
         SetCriterion3d(n_classes=1)(out, [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 6)}])
     with pytest.raises(ValueError, match="criterion expects 1"):
         DetectionModule(tiny_detr(n_classes=2), SetCriterion3d(n_classes=1))
+
+
+def test_monai_resnet_backbone_and_reference_points():
+    backbone = ResNetBackbone3d(depth=10, in_channels=4, widen_factor=0.125, no_max_pool=True)
+    net = DETR3d(backbone, n_queries=3, hidden_dim=12, n_heads=2, enc_layers=1, dec_layers=1, ff_dim=16, reference_points=True)
+    out = net(torch.randn(1, 4, 32, 32, 32))
+    assert backbone(torch.randn(1, 4, 32, 32, 32)).shape == (1, backbone.out_channels, 2, 2, 2)
+    assert out["pred_logits"].shape == (1, 3, 2) and out["pred_boxes"].shape == (1, 3, 6) and out["aux_outputs"] == []
+    assert ((out["pred_boxes"] > 0) & (out["pred_boxes"] < 1)).all()
 
 
 def test_position_encoding_distinguishes_every_token():

@@ -1,11 +1,12 @@
 """DETR for 3-D volumes (Carion et al. 2020): CNN features -> transformer -> a set of boxes.
 
 A backbone turns the image [B, C, X, Y, Z] into features [B, F, x, y, z]; a 1x1x1 convolution projects
-them to ``hidden_dim``; flattened to x*y*z tokens and added to a 3-D sine positional encoding, they go
-through a ``torch.nn.Transformer`` encoder. The decoder turns ``n_queries`` learned object queries into
-``n_queries`` predictions, each a class (``n_classes`` + "no object") and a box. As in DETR's minimal
-implementation (the paper's appendix / detr_demo notebook), positions are added once at the input and
-the queries enter the decoder as its target sequence, so the stock ``nn.Transformer`` layers serve.
+them to ``hidden_dim`` and they are flattened to x*y*z tokens. The layers of a ``torch.nn.Transformer``
+(post-norm) encode them and decode ``n_queries`` learned object queries into ``n_queries`` predictions,
+each a class (``n_classes`` + "no object") and a box. As in DETR's ``models/transformer.py``, a 3-D sine
+positional encoding is added to the queries and keys of every attention over the tokens, and the query
+embedding to the queries of every decoder attention (the decoder starts from zeros); hence the layers'
+own modules are called by :func:`_encoder_layer` / :func:`_decoder_layer` rather than ``forward``.
 
 Backbones (any ``nn.Module`` with an ``out_channels`` attribute fits): :class:`ConvBackbone3d`, a small
 strided CNN for CPU budgets, and :class:`ResNetBackbone3d`, MONAI's 3-D ResNet without its head.
