@@ -24,7 +24,7 @@ from medseg.data.boxes import (
 from medseg.data.demo import generate_dataset
 from medseg.data.detection import DetectionDataModule, RandFlipBoxesd, detection_transforms, label_to_boxes
 from medseg.data.layouts import read_dataset
-from medseg.detect import BoxDetector, main as detect_main, predict_boxes
+from medseg.detect import BoxDetector, predict_boxes
 from medseg.losses.detr import HungarianMatcher3d, SetCriterion3d
 from medseg.metrics_detection import average_precision, froc, mean_average_precision
 from medseg.modules.detection import DetectionModule
@@ -370,10 +370,10 @@ def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
         assert name in metrics
 
     out = tmp_path / "boxes"
-    assert detect_main([str(demo_data / "test"), "--ckpt", str(ckpt), "--out", str(out), "--mask", "--min-score", "0"]) == 0
+    assert main(["detect", str(demo_data / "test"), "--ckpt", str(ckpt), "--out", str(out), "--mask", "--min-score", "0"]) == 0
     result = json.loads((out / "BraTS2021_00500.json").read_text())
     assert len(result["boxes"]) == 8 and all(len(b["box_mm"]) == 6 for b in result["boxes"])
     assert (out / "BraTS2021_00500_boxes.nii.gz").exists()
     assert "wrote 1 box file" in capsys.readouterr().out
-    assert detect_main([str(demo_data / "test"), "--ckpt", str(run / "nope.ckpt"), "--out", str(out)]) == 1
+    assert main(["detect", str(demo_data / "test"), "--ckpt", str(run / "nope.ckpt"), "--out", str(out)]) == 1
     assert "nope.ckpt" in capsys.readouterr().err
