@@ -31,7 +31,7 @@ from medseg.io import atomic_path, case_output_name, read_header, reference_file
 from medseg.modules.detection import DetectionModule
 from medseg.nets.detr import postprocess
 from medseg.nets.pretrained import WeightsError, safe_load
-from medseg.predict import check_output_dir
+from medseg.predict import check_output_dir, report_failures
 
 DESCRIPTION = """\
 Detect lesions in brain MRI scans with a checkpoint written by `medseg fit` with a DETR config
@@ -231,12 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     skipped = len(cases) - len(written) - len(failures)
     print(f"wrote {len(written)} box file(s) to {args.out}" + (f"; {skipped} already there (use --overwrite to redo)" if skipped else ""))
-    if failures:
-        print(f"{len(failures)} case(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failures)
 
 
 if __name__ == "__main__":

@@ -186,13 +186,16 @@ def run(args: argparse.Namespace) -> int:
     if "rank" in (outcomes[0] if outcomes else {}):
         for rank in sorted({o["rank"] for o in outcomes}):
             print(f"  rank {rank}: " + " ".join(o["case_id"] for o in outcomes if o["rank"] == rank))
-    failures = [o["error"] for o in outcomes if o["status"] == "failed"]
+    return report_failures([o["error"] for o in outcomes if o["status"] == "failed"])
+
+
+def report_failures(failures: list[str]) -> int:
+    """List the cases that failed on stderr; the exit status: 1 if any failed, else 0."""
     if failures:
         print(f"{len(failures)} case(s) failed:", file=sys.stderr)
         for line in failures:
             print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
