@@ -1,8 +1,10 @@
-"""Swin UNETR: MONAI's network, with the input-size rule stated where a config can be checked against it."""
+"""Swin UNETR: MONAI's network, with the input-size rule stated and the fast kernels of ``fast_swin``."""
 
 from __future__ import annotations
 
 from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
+
+from medseg.nets.fast_swin import accelerate
 
 
 class SwinUNETR(MonaiSwinUNETR):
@@ -10,6 +12,18 @@ class SwinUNETR(MonaiSwinUNETR):
 
     Patch size 2 and five stages of 2x downsampling: every input side must be a multiple of 32. The
     state_dict is MONAI's own, so weights load in both directions.
+
+    Args:
+        fast: compute window attention with fused kernels, build the shifted-window mask once and
+            run every CPU convolution through oneDNN (``medseg.nets.fast_swin``). Same parameters,
+            same outputs within float32 rounding; ``fast=False`` is MONAI's code path exactly.
+        **kwargs: MONAI's ``SwinUNETR`` arguments (``in_channels``, ``out_channels``,
+            ``feature_size``, ``use_checkpoint``, ...).
     """
 
     size_divisor = 32
+
+    def __init__(self, *args, fast: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if fast:
+            accelerate(self)
