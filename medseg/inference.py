@@ -11,6 +11,7 @@ a label map has the input's exact shape and affine and overlays it in ITK-SNAP o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,51 @@ class Prediction:
         return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
 
+def check_window(window: str | Sequence[int], net) -> str | tuple[int, int, int]:
+    """``"auto"``, ``"roi"`` or three window sides a multiple of the network's size divisor."""
+    any_size = hasattr(net, "size_divisor") and getattr(net, "img_size", None) is None
+    if window == "auto":
+        return "auto" if any_size and hasattr(net, "inference_bytes") else "roi"
+    if window == "roi":
+        return "roi"
+    divisor = getattr(net, "size_divisor", 1)
+    try:
+        sides = tuple(int(s) for s in ([window] if isinstance(window, str) else window))
+    except ValueError:
+        sides = ()
+    if len(sides) != 3 or any(s <= 0 or s % divisor for s in sides) or not any_size:
+        shown = window if isinstance(window, str) else " ".join(str(s) for s in window)
+        raise MedsegError(
+            f"window {shown!r}: use auto, roi or three sides; {type(net).__name__} takes windows of three sides, each a multiple of {divisor}"
+            + ("" if any_size else " (this network takes only its roi_size: use --window roi)")
+        )
+    return sides
+
+
+def largest_window(shape: Sequence[int], divisor: int, fits) -> tuple[int, int, int]:
+    """The whole of ``shape`` rounded up to ``divisor`` if ``fits(voxels)``; else shrink its longest side
+    by ``divisor`` until it does (never below ``divisor`` per side)."""
+    window = [max(divisor, -(-int(s) // divisor) * divisor) for s in shape]
+    while not fits(int(np.prod(window))) and max(window) > divisor:
+        longest = int(np.argmax(window))
+        window[longest] -= divisor
+    return tuple(window)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for inference on ``device``: CUDA's free memory, or the system's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
 def load_module(checkpoint: str | Path, map_location: str = "cpu") -> tuple[SegmentationModule, dict]:
     """A segmentation module and its datamodule's settings from a ``medseg fit`` checkpoint, loaded safely."""
     ckpt = safe_load(checkpoint, map_location)
@@ -80,6 +126,11 @@ class Predictor:
         pixdim: the resampling used in training (None: native grid).
         device: where the windows run: ``cpu``, ``cuda``, ``auto``.
         overlap, mode, sw_batch_size, stitch_device: sliding-window overrides.
+        window: window size for inference. ``"auto"`` (default): for a network that takes any size
+            (Swin UNETR), one pass over the whole head-cropped volume, padded to the network's size
+            divisor, when its estimated memory fits 3/4 of what is free on the device; otherwise the
+            largest window that fits, slid with ``overlap``. ``"roi"``: the training roi_size, as
+            validation does. Three ints: that window.
     """
 
     def __init__(
@@ -92,6 +143,7 @@ class Predictor:
         mode: str | None = None,
         sw_batch_size: int | None = None,
         stitch_device: str | None = None,
+        window: str | Sequence[int] = "auto",
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -102,6 +154,7 @@ class Predictor:
         self.convention = get_convention(label_convention)
         self.transform = eval_transforms(self.convention, pixdim, with_label=False)
         self.invert = Invertd(keys="pred", transform=self.transform, orig_keys="image", nearest_interp=False)
+        self.window = check_window(window, self.module.net)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto", **overrides) -> Predictor:
@@ -119,7 +172,8 @@ class Predictor:
         """case {"case_id", "image": modality paths (t1, t1ce, t2, flair) or one 4-D path} -> Prediction."""
         data = self.transform(case)
         image = data["image"]  # [4, X', Y', Z'] RAS, cropped, normalised
-        logits = self.module.sliding_window(image[None].to(self.device))  # [1, 3, X', Y', Z']
+        roi = self.window_for(image.shape[1:])
+        logits = self.module.sliding_window(image[None].to(self.device), roi_size=roi)  # [1, 3, X', Y', Z']
         probs = torch.sigmoid(logits[0].float()).cpu()  # [3, X', Y', Z']
         data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
         restored = self.invert(data)["pred"].as_tensor()  # [3, X, Y, Z] on the input grid
@@ -136,6 +190,16 @@ class Predictor:
             reference=reference,
             preview=(image.numpy(), (probs > self.module.hparams.threshold).numpy()) if preview else None,
         )
+
+    def window_for(self, shape: Sequence[int]) -> tuple[int, int, int]:
+        """The window sliding-window inference uses on a preprocessed volume of ``shape`` (X, Y, Z)."""
+        if self.window == "roi":
+            return tuple(int(s) for s in self.module.hparams.roi_size)
+        if self.window != "auto":
+            return self.window
+        net = self.module.net
+        budget = int(available_memory(self.device) * 0.75)
+        return largest_window(shape, net.size_divisor, lambda voxels: net.inference_bytes(voxels) <= budget)
 
     def predict(
         self, inputs: str | Path | Sequence[str | Path], out_dir: str | Path | None = None, probabilities: bool = False

@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", type=int, default=1, help="split the cases over N processes with Lightning DDP (GPUs, or CPU processes)"
     )
     parser.add_argument("--num-nodes", type=int, default=1, help="machines for --devices (launch one process per node)")
+    parser.add_argument(
+        "--window",
+        nargs="+",
+        default=["auto"],
+        metavar="SIZE",
+        help="inference window: auto (default: the whole head-cropped volume in one pass when it fits in 3/4 of the "
+        "free memory, else the largest window that does), roi (the training roi_size, as validation does) or "
+        "three sides, e.g. 128 128 128",
+    )
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
     parser.add_argument("--mode", choices=["constant", "gaussian"], help="window blending (default: the checkpoint's)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass")
@@ -104,6 +113,7 @@ def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor
         sw_batch_size=args.sw_batch_size,
         stitch_device=args.stitch_device,
         label_convention=args.label_convention,
+        window=args.window[0] if len(args.window) == 1 else args.window,
     )
 
 

@@ -94,11 +94,13 @@ class SegmentationModule(pl.LightningModule):
         """image [B, 4, X, Y, Z] -> logits [B, 3, X, Y, Z]."""
         return self.net(image)
 
-    def sliding_window(self, image: torch.Tensor, overlap: float | None = None) -> torch.Tensor:
-        """Whole-volume logits [B, 3, X, Y, Z] from windows of ``roi_size``."""
+    def sliding_window(
+        self, image: torch.Tensor, overlap: float | None = None, roi_size: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Whole-volume logits [B, 3, X, Y, Z] from windows of ``roi_size`` (default: the training roi)."""
         return sliding_window_inference(
             image,
-            roi_size=self.hparams.roi_size,
+            roi_size=self.hparams.roi_size if roi_size is None else roi_size,
             sw_batch_size=self.hparams.sw_batch_size,
             predictor=self.net,
             overlap=self.hparams.sw_overlap if overlap is None else overlap,

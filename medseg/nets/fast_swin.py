@@ -318,10 +318,61 @@ class Conv3d(nn.Conv3d):
         )
 
 
+class ConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` whose kernel equals its stride (Swin UNETR's 2x upsampling) computed at
+    inference as a 1x1x1 convolution to ``C_out * 8`` channels and one depth-to-space copy: PyTorch's
+    oneDNN deconvolution spends more time copying its output to a contiguous layout than computing it."""
+
+    def forward(self, x, output_size=None):
+        k = self.kernel_size
+        if (
+            torch.is_grad_enabled()
+            or output_size is not None
+            or x.dim() != 5
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or _exporting()
+            or tuple(self.stride) != tuple(k)
+            or any(self.padding)
+            or any(self.output_padding)
+            or any(d != 1 for d in self.dilation)
+            or self.groups != 1
+        ):
+            return super().forward(x, output_size)
+        b, _, d, h, w = x.shape
+        out = self.out_channels
+        weight = self.weight.permute(1, 2, 3, 4, 0).reshape(
+            out * k[0] * k[1] * k[2], -1, 1, 1, 1
+        )  # [(o, a, b, c), C_in]
+        y = F.conv3d(x, weight)  # [B, C_out * kd * kh * kw, D, H, W]
+        y = (
+            y.view(b, out, *k, d, h, w)
+            .permute(0, 1, 5, 2, 6, 3, 7, 4)
+            .reshape(b, out, d * k[0], h * k[1], w * k[2])
+        )
+        if self.bias is not None:
+            y += self.bias.view(1, -1, 1, 1, 1)
+        return y
+
+
+class InstanceNorm3d(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` without affine or running statistics, computed as a layer norm over each
+    channel's voxels: the same statistics, and about a third faster on CPU than PyTorch's instance norm."""
+
+    def forward(self, x):
+        if self.affine or self.track_running_stats or x.dim() != 5 or _exporting():
+            return super().forward(x)
+        b, c = x.shape[:2]
+        flat = x.reshape(b, c, -1)
+        return F.layer_norm(flat, flat.shape[-1:], eps=self.eps).view_as(x)
+
+
 _FAST = {
     monai_swin.WindowAttention: WindowAttention,
     monai_swin.BasicLayer: BasicLayer,
     nn.Conv3d: Conv3d,
+    nn.ConvTranspose3d: ConvTranspose3d,
+    nn.InstanceNorm3d: InstanceNorm3d,
 }
 
 
