@@ -147,3 +147,64 @@ def test_resampled_prediction_comes_back_on_the_input_grid(tmp_path):
     np.testing.assert_allclose(result.affine, LPS_AFFINE, atol=1e-6)
     wt_pred, wt_true = result.label > 0, label > 0
     assert 2 * (wt_pred & wt_true).sum() / (wt_pred.sum() + wt_true.sum()) > 0.85
+
+
+class AnySizeOracle(OracleNet):
+    """The oracle as a network that takes any multiple of 8 and states its memory need."""
+
+    size_divisor = 8
+
+    def __init__(self, bytes_per_voxel: int = 10) -> None:
+        super().__init__()
+        self.bytes_per_voxel = bytes_per_voxel
+        self.seen = []
+
+    def inference_bytes(self, voxels: int) -> int:
+        return voxels * self.bytes_per_voxel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(tuple(x.shape[2:]))
+        return super().forward(x)
+
+
+def test_auto_window_is_one_pass_over_the_cropped_volume(tmp_path):
+    label = blob_label(shape=(40, 30, 20), seed=3)
+    case = write_case(tmp_path, "BraTS2021_00005", label)
+    net = AnySizeOracle()
+    predictor = Predictor(SegmentationModule(net=net, roi_size=(16, 16, 16)), device="cpu")
+    result = predictor.predict_case(case)
+    np.testing.assert_array_equal(result.label, label)
+    assert len(net.seen) == 1 and all(s % 8 == 0 for s in net.seen[0])  # one window, padded to the divisor
+    assert predictor.window_for((40, 30, 20)) == (40, 32, 24)
+
+
+def test_auto_window_shrinks_to_fit_memory(tmp_path, monkeypatch):
+    from medseg import inference
+
+    label = blob_label(shape=(40, 30, 20), seed=3)
+    case = write_case(tmp_path, "BraTS2021_00005", label)
+    net = AnySizeOracle(bytes_per_voxel=1)
+    monkeypatch.setattr(inference, "available_memory", lambda device: 24 * 24 * 24 * 4 // 3)
+    predictor = Predictor(SegmentationModule(net=net, roi_size=(16, 16, 16), sw_overlap=0.25), device="cpu")
+    window = predictor.window_for(label.shape)
+    assert np.prod(window) <= 24**3 and all(w % 8 == 0 for w in window)
+    np.testing.assert_array_equal(predictor.predict_case(case).label, label)  # several windows, stitched
+    assert len(net.seen) > 1
+
+
+def test_window_choices_and_errors():
+    from medseg.errors import MedsegError
+    from medseg.inference import check_window, largest_window
+    from medseg.nets import UNETR
+
+    net = AnySizeOracle()
+    assert check_window("auto", net) == "auto"
+    assert check_window(["64", "64", "32"], net) == (64, 64, 32)
+    assert check_window("auto", OracleNet()) == "roi"  # no memory estimate: the training roi
+    unetr = UNETR(in_channels=4, out_channels=3, img_size=(32, 32, 32), feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4)
+    assert check_window("auto", unetr) == "roi"
+    for bad, net_ in (("huge", net), ([60, 64, 64], net), ([64, 64], net), ([32, 32, 32], unetr)):
+        with pytest.raises(MedsegError, match="window"):
+            check_window(bad, net_)
+    assert largest_window((100, 90, 50), 32, lambda v: True) == (128, 96, 64)
+    assert largest_window((100, 90, 50), 32, lambda v: v <= 96 * 96 * 64) == (96, 96, 64)
