@@ -128,7 +128,7 @@ class Predictor:
         overlap, mode, sw_batch_size, stitch_device: sliding-window overrides.
         window: window size for inference. ``"auto"`` (default): for a network that takes any size
             (Swin UNETR), one pass over the whole head-cropped volume, padded to the network's size
-            divisor, when its estimated memory fits 3/4 of what is free on the device; otherwise the
+            divisor, when its estimated memory fits 80 % of what is free on the device; otherwise the
             largest window that fits, slid with ``overlap``. ``"roi"``: the training roi_size, as
             validation does. Three ints: that window.
     """
@@ -198,7 +198,7 @@ class Predictor:
         if self.window != "auto":
             return self.window
         net = self.module.net
-        budget = int(available_memory(self.device) * 0.75)
+        budget = int(available_memory(self.device) * 0.8)
         return largest_window(shape, net.size_divisor, lambda voxels: net.inference_bytes(voxels) <= budget)
 
     def predict(

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["auto"],
         metavar="SIZE",
-        help="inference window: auto (default: the whole head-cropped volume in one pass when it fits in 3/4 of the "
+        help="inference window: auto (default: the whole head-cropped volume in one pass when it fits in 80%% of the "
         "free memory, else the largest window that does), roi (the training roi_size, as validation does) or "
         "three sides, e.g. 128 128 128",
     )

@@ -2,6 +2,9 @@
 
     python scripts/bench_training.py --steps 12 --feature-size 12 --roi 64
 
+Also prints the time spent fetching each batch from the second epoch on (the memory cache is full
+then), as a share of the step.
+
 Both paths use the same generated cases, the same MONAI transforms and caching, Swin UNETR, Dice+BCE and
 AdamW; the plain loop is what a MONAI tutorial writes by hand. Reports the median step time of each
 (the first two steps are warm-up and not counted) and their ratio. Time nothing while another heavy
@@ -30,16 +33,23 @@ WARMUP = 2
 
 
 class StepTimer(Callback):
-    """Wall time from one training batch's start to the next one's: data loading included."""
+    """Wall time from one training batch's start to the next one's (data loading included), and the part
+    of it spent between one batch's end and the next one's start (fetching the batch: data loading)."""
 
     def __init__(self) -> None:
         self.times, self.last = [], None
+        self.waits, self.ended = [], None  # (epoch, seconds)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
         if self.last is not None:
             self.times.append(now - self.last)
+        if self.ended is not None and batch_idx > 0:
+            self.waits.append((trainer.current_epoch, now - self.ended))
         self.last = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.ended = time.perf_counter()
 
 
 def plain_loop(data_dir: Path, steps: int, feature_size: int, roi: int) -> list[float]:
@@ -67,7 +77,7 @@ def plain_loop(data_dir: Path, steps: int, feature_size: int, roi: int) -> list[
     return times
 
 
-def medseg_fit(data_dir: Path, run: Path, steps: int, feature_size: int, roi: int) -> list[float]:
+def medseg_fit(data_dir: Path, run: Path, steps: int, feature_size: int, roi: int) -> tuple[list[float], list]:
     timer = StepTimer()
     cli = MedsegCLI(
         args=[
@@ -86,7 +96,7 @@ def medseg_fit(data_dir: Path, run: Path, steps: int, feature_size: int, roi: in
     )  # fmt: skip
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
-    return timer.times
+    return timer.times, timer.waits
 
 
 def main() -> None:
@@ -100,12 +110,17 @@ def main() -> None:
         data = Path(tmp) / "train"
         generate_dataset(data, args.cases, seed=0)
         plain = plain_loop(data, args.steps, args.feature_size, args.roi)[WARMUP:]
-        fit = medseg_fit(data, Path(tmp) / "run", args.steps, args.feature_size, args.roi)[WARMUP:]
+        fit, waits = medseg_fit(data, Path(tmp) / "run", args.steps, args.feature_size, args.roi)
+        fit = fit[WARMUP:]
     p, m = statistics.median(plain), statistics.median(fit)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, feature_size {args.feature_size}, roi {args.roi}")
     print(f"plain loop: median {p:.2f} s/step over {len(plain)} steps ({', '.join(f'{t:.2f}' for t in plain)})")
     print(f"medseg fit: median {m:.2f} s/step over {len(fit)} steps ({', '.join(f'{t:.2f}' for t in fit)})")
     print(f"medseg fit / plain loop: {m / p:.3f}")
+    later = [w for epoch, w in waits if epoch >= 1]  # cache filled during the first epoch
+    if later:
+        w = statistics.median(later)
+        print(f"data loading from the second epoch on (cache: memory): median {w * 1000:.0f} ms/step = {w / m:.1%} of a step")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ class SwinUNETR(MonaiSwinUNETR):
     def inference_bytes(self, voxels: int) -> int:
         """Peak memory of one float32 inference forward over ``voxels`` input voxels, with a margin.
 
-        Measured on CPU (fast path, inference_mode): about 37 bytes per voxel per feature at
-        feature_size 48 and 63-78 at 12 (docs/benchmarks.md); this returns 44 per feature + 300.
+        Measured on CPU (fast path, inference_mode, 64^3 to 128^3 inputs): about 1,750 bytes per voxel
+        at feature_size 48 and 750-940 at 12 (docs/benchmarks.md); this returns 30 per feature + 550,
+        10-15 % above both.
         """
-        return int(voxels * (44 * self.swinViT.embed_dim + 300))  # embed_dim is feature_size
+        return int(voxels * (30 * self.swinViT.embed_dim + 550))  # embed_dim is feature_size
