@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "free memory, else the largest window that does), roi (the training roi_size, as validation does) or "
         "three sides, e.g. 128 128 128",
     )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the network in bfloat16 autocast: faster at feature_size 48 on CPUs with AVX-512 BF16 and on GPUs",
+    )
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
     parser.add_argument("--mode", choices=["constant", "gaussian"], help="window blending (default: the checkpoint's)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass")
@@ -114,6 +119,7 @@ def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor
         stitch_device=args.stitch_device,
         label_convention=args.label_convention,
         window=args.window[0] if len(args.window) == 1 else args.window,
+        bf16=args.bf16,
     )
 
 

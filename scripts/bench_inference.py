@@ -125,13 +125,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help="trained `medseg fit` checkpoint (Swin UNETR); default: untrained weights")
     parser.add_argument("--feature-size", type=int, default=48, help="for untrained weights (default 48)")
-    parser.add_argument("--shape", type=int, nargs=3, default=[240, 240, 155], help="voxels (default: BraTS 240 240 155)")
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=[240, 240, 155], help="voxels (default: BraTS 240 240 155)"
+    )
     parser.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], help="mm (default 1 1 1)")
     parser.add_argument("--cases", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7, help="case generator seed (the demo trains on seed 0)")
     parser.add_argument("--stock-roi", type=int, default=128, help="stock window side (default 128)")
     parser.add_argument("--stock-overlap", type=float, default=0.5)
-    parser.add_argument("--medseg-args", default="", help="extra `medseg predict` arguments, e.g. '--window roi'")
+    parser.add_argument(
+        "--medseg-args", default="", help="extra `medseg predict` arguments: --medseg-args='--window roi'"
+    )
+    parser.add_argument("--no-stock", action="store_true", help="medseg only: time and Dice against the truth")
     parser.add_argument("--out", help="keep cases and outputs here (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true", help="one 96x96x64 case, feature_size 12: runs in seconds")
@@ -143,7 +148,13 @@ def main() -> None:
         stock_path(ckpt, cases, out, int(roi), float(overlap))
         return
     if args.quick:
-        args.shape, args.spacing, args.feature_size, args.cases, args.stock_roi = [96, 96, 64], [2.0, 2.0, 2.5], 12, 1, 64
+        args.shape, args.spacing, args.feature_size, args.cases, args.stock_roi = (
+            [96, 96, 64],
+            [2.0, 2.0, 2.5],
+            12,
+            1,
+            64,
+        )
 
     from medseg.data.demo import generate_dataset
 
@@ -151,35 +162,63 @@ def main() -> None:
         work = Path(args.out or tmp)
         work.mkdir(parents=True, exist_ok=True)
         data = work / "cases"
-        case_dirs = generate_dataset(data, args.cases, seed=args.seed, start_index=20000, shape=args.shape, spacing=args.spacing)
+        case_dirs = generate_dataset(
+            data, args.cases, seed=args.seed, start_index=20000, shape=args.shape, spacing=args.spacing
+        )
         ckpt = args.ckpt
         if ckpt is None:
             ckpt = str(work / f"untrained_fs{args.feature_size}.ckpt")
             write_untrained_checkpoint(Path(ckpt), args.feature_size, args.stock_roi, args.stock_overlap)
-        feature_size = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["net"]["init_args"]["feature_size"]
+        feature_size = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["net"]["init_args"][
+            "feature_size"
+        ]
         rows = []
         for case_dir in case_dirs:
             outs = {p: work / p / case_dir.name for p in ("stock", "medseg")}
             for o in outs.values():
                 o.mkdir(parents=True, exist_ok=True)
-            stock_cmd = [sys.executable, __file__, "--stock-child", ckpt, str(outs["stock"]), str(args.stock_roi), str(args.stock_overlap), str(case_dir)]
-            medseg_cmd = [sys.executable, "-m", "medseg.cli", "predict", str(case_dir), "--ckpt", ckpt, "--out", str(outs["medseg"]), "--overwrite", *args.medseg_args.split()]
+            stock_cmd = [
+                sys.executable,
+                __file__,
+                "--stock-child",
+                ckpt,
+                str(outs["stock"]),
+                str(args.stock_roi),
+                str(args.stock_overlap),
+                str(case_dir),
+            ]
+            medseg_cmd = [
+                sys.executable,
+                "-m",
+                "medseg.cli",
+                "predict",
+                str(case_dir),
+                "--ckpt",
+                ckpt,
+                "--out",
+                str(outs["medseg"]),
+                "--overwrite",
+                *args.medseg_args.split(),
+            ]
             t_medseg, m_medseg = timed_child(medseg_cmd)
-            t_stock, m_stock = timed_child(stock_cmd)
             truth = ras_regions(case_dir / f"{case_dir.name}_seg.nii.gz")
-            stock = ras_regions(outs["stock"] / f"{case_dir.name}.nii.gz")
             medseg = ras_regions(outs["medseg"] / f"{case_dir.name}.nii.gz")
             row = {
                 "case": case_dir.name,
-                "stock_s": t_stock,
                 "medseg_s": t_medseg,
-                "speedup": t_stock / t_medseg,
-                "stock_peak_mib": m_stock,
                 "medseg_peak_mib": m_medseg,
-                "agreement": dice(medseg, stock),
-                "stock_vs_truth": dice(stock, truth),
                 "medseg_vs_truth": dice(medseg, truth),
             }
+            if not args.no_stock:
+                t_stock, m_stock = timed_child(stock_cmd)
+                stock = ras_regions(outs["stock"] / f"{case_dir.name}.nii.gz")
+                row.update(
+                    stock_s=t_stock,
+                    speedup=t_stock / t_medseg,
+                    stock_peak_mib=m_stock,
+                    agreement=dice(medseg, stock),
+                    stock_vs_truth=dice(stock, truth),
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -190,11 +229,23 @@ def main() -> None:
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads; {args.cases} case(s) {tuple(args.shape)} at "
         f"{tuple(args.spacing)} mm; feature_size {feature_size}; {'trained: ' + args.ckpt if args.ckpt else 'untrained weights'}"
     )
-    print(f"stock (roi {args.stock_roi}, overlap {args.stock_overlap}): median {med('stock_s'):.1f} s/case, peak RSS {med('stock_peak_mib'):.0f} MiB")
-    print(f"medseg predict {args.medseg_args or '(defaults)'}: median {med('medseg_s'):.1f} s/case, peak RSS {med('medseg_peak_mib'):.0f} MiB")
-    print(f"speed-up (stock / medseg): median {med('speedup'):.2f}x")
-    for key, title in (("agreement", "medseg vs stock"), ("stock_vs_truth", "stock vs truth"), ("medseg_vs_truth", "medseg vs truth")):
-        print(f"Dice {title}: " + ", ".join(f"{r} {med(key, i):.4f} (min {min(x[key][i] for x in rows):.4f})" for i, r in enumerate(REGIONS)))
+    print(
+        f"medseg predict {args.medseg_args or '(defaults)'}: median {med('medseg_s'):.1f} s/case, peak RSS {med('medseg_peak_mib'):.0f} MiB"
+    )
+    keys = [("medseg_vs_truth", "medseg vs truth")]
+    if not args.no_stock:
+        print(
+            f"stock (roi {args.stock_roi}, overlap {args.stock_overlap}): median {med('stock_s'):.1f} s/case, peak RSS {med('stock_peak_mib'):.0f} MiB"
+        )
+        print(f"speed-up (stock / medseg): median {med('speedup'):.2f}x")
+        keys = [("agreement", "medseg vs stock"), ("stock_vs_truth", "stock vs truth"), *keys]
+    for key, title in keys:
+        print(
+            f"Dice {title}: "
+            + ", ".join(
+                f"{r} {med(key, i):.4f} (min {min(x[key][i] for x in rows):.4f})" for i, r in enumerate(REGIONS)
+            )
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 

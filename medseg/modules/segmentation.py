@@ -95,9 +95,15 @@ class SegmentationModule(pl.LightningModule):
         return self.net(image)
 
     def sliding_window(
-        self, image: torch.Tensor, overlap: float | None = None, roi_size: Sequence[int] | None = None
+        self,
+        image: torch.Tensor,
+        overlap: float | None = None,
+        roi_size: Sequence[int] | None = None,
+        sw_device: str | torch.device | None = None,
+        stitch_device: str | torch.device | None = None,
     ) -> torch.Tensor:
-        """Whole-volume logits [B, 3, X, Y, Z] from windows of ``roi_size`` (default: the training roi)."""
+        """Whole-volume logits [B, 3, X, Y, Z] from windows of ``roi_size`` (default: the training roi);
+        ``sw_device`` / ``stitch_device`` override the module's settings for this call."""
         return sliding_window_inference(
             image,
             roi_size=self.hparams.roi_size if roi_size is None else roi_size,
@@ -105,8 +111,8 @@ class SegmentationModule(pl.LightningModule):
             predictor=self.net,
             overlap=self.hparams.sw_overlap if overlap is None else overlap,
             mode=self.hparams.sw_mode,
-            sw_device=self.hparams.sw_device,
-            device=self.hparams.stitch_device,
+            sw_device=self.hparams.sw_device if sw_device is None else sw_device,
+            device=self.hparams.stitch_device if stitch_device is None else stitch_device,
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

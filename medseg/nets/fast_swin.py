@@ -5,7 +5,7 @@ head width 4-16) is bound by memory traffic, not arithmetic. MONAI's window atte
 full score tensor ``[windows, heads, 343, 343]`` and reads it back four times (bias add, mask add,
 softmax, matmul); on CPU its small convolutions fall back to the unvectorised ``slow_conv3d``
 kernel, because PyTorch's dispatch rule looks only at the first four input dimensions and so judges
-a 3-D volume to be small. This module changes how three MONAI classes compute, never what:
+a 3-D volume to be small. This module changes how five classes compute, never what:
 
 - ``WindowAttention``: fused ``scaled_dot_product_attention`` with the relative position bias and
   the shifted-window mask folded into one additive mask, in chunks of windows so the mask stays in
@@ -13,7 +13,9 @@ a 3-D volume to be small. This module changes how three MONAI classes compute, n
   relative position bias gradient over windows and scatters it into MONAI's bias table with
   ``index_add_``.
 - ``BasicLayer``: the shifted-window mask is built once per volume size, not every forward.
-- ``nn.Conv3d`` (CPU, float32): oneDNN for every size.
+- ``nn.Conv3d`` (CPU, float32): oneDNN for every size; channels-last while training.
+- ``nn.ConvTranspose3d`` with kernel = stride (inference): a 1x1x1 convolution + depth-to-space.
+- ``nn.InstanceNorm3d`` without affine: a layer norm over each channel's voxels.
 
 ``accelerate(net)`` swaps the classes of those modules in place. Parameters, buffers and
 ``state_dict`` keys are MONAI's own: published weights load, and a checkpoint loads back into
@@ -34,16 +36,10 @@ CHUNK_SCORES = 2**20
 
 
 def _exporting() -> bool:
-    return (
-        torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.onnx.is_in_onnx_export()
-    )
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
 
 
-def _window_chunks(
-    windows: int, heads: int, tokens: int, mask: torch.Tensor | None, budget: int
-):
+def _window_chunks(windows: int, heads: int, tokens: int, mask: torch.Tensor | None, budget: int):
     """Yield ``(start, stop, mask_rows)`` over ``windows`` without crossing a batch item.
 
     Window ``w`` of the flattened ``[batch * nw]`` axis uses mask row ``w % nw``.
@@ -60,45 +56,31 @@ def _window_chunks(
             yield base + i, base + j, mask[i:j]
 
 
-def _chunk_mask(
-    bias: torch.Tensor, mask_rows: torch.Tensor | None, count: int
-) -> torch.Tensor:
+def _chunk_mask(bias: torch.Tensor, mask_rows: torch.Tensor | None, count: int) -> torch.Tensor:
     """Additive attention mask of one chunk: ``[count, heads, n, n]`` (bias + shift mask)."""
     if mask_rows is None:
         return bias.unsqueeze(0).expand(count, -1, -1, -1)
     return bias.unsqueeze(0) + mask_rows.unsqueeze(1)
 
 
-def _relative_bias(
-    table: torch.Tensor, index: torch.Tensor, tokens: int
-) -> torch.Tensor:
+def _relative_bias(table: torch.Tensor, index: torch.Tensor, tokens: int) -> torch.Tensor:
     """MONAI's relative position bias for windows of ``tokens`` tokens: ``[heads, n, n]``."""
     return table[index].view(tokens, tokens, -1).permute(2, 0, 1)
 
 
 def _attention_forward(q, k, v, bias, mask, scale, budget):
-    """Fused attention over chunks of windows. q, k, v: [W, h, n, d]; returns out [W, h, n, d], lse [W, h, n]."""
-    windows, heads, tokens, _ = q.shape
+    """Fused attention over chunks of windows. q, k, v: [W, h, n, d] -> out [W, h, n, d].
+
+    ``bias`` [h, n, n] is shared by all windows; ``mask`` [nw, n, n] (or None) is the shift mask of
+    window ``w % nw``."""
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if mask is None:  # one call: the [1, h, n, n] bias broadcasts over windows without a copy
+        return flash(q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype), scale=scale)[0]
     out = torch.empty_like(q)
-    lse = q.new_empty(windows, heads, tokens)
-    if (
-        mask is None
-    ):  # one call: the [1, h, n, n] bias broadcasts over windows without a copy
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype), scale=scale
-        )
-    for start, stop, rows in _window_chunks(windows, heads, tokens, mask, budget):
-        attn_mask = _chunk_mask(bias, rows, stop - start).to(q.dtype)
-        o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q[start:stop],
-            k[start:stop],
-            v[start:stop],
-            attn_mask=attn_mask,
-            scale=scale,
-        )
-        out[start:stop] = o
-        lse[start:stop] = l
-    return out, lse
+    for start, stop, rows in _window_chunks(q.shape[0], q.shape[1], q.shape[2], mask, budget):
+        attn_mask = _chunk_mask(bias, rows, stop - start).to(q.dtype)  # [c, h, n, n]
+        out[start:stop] = flash(q[start:stop], k[start:stop], v[start:stop], attn_mask=attn_mask, scale=scale)[0]
+    return out
 
 
 class _CpuWindowAttention(torch.autograd.Function):
@@ -108,7 +90,7 @@ class _CpuWindowAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, table, index, mask, scale, budget):
         tokens = q.shape[2]
         bias = _relative_bias(table, index, tokens)  # [h, n, n]
-        out, _ = _attention_forward(q, k, v, bias, mask, scale, budget)
+        out = _attention_forward(q, k, v, bias, mask, scale, budget)
         ctx.save_for_backward(q, k, v, table, index, mask)
         ctx.scale, ctx.budget = scale, budget
         return out
@@ -123,23 +105,17 @@ class _CpuWindowAttention(torch.autograd.Function):
         q_scaled = q * scale
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbias = torch.zeros(heads, tokens, tokens, dtype=q.dtype, device=q.device)
-        for start, stop, rows in _window_chunks(
-            windows, heads, tokens, mask, ctx.budget
-        ):
+        for start, stop, rows in _window_chunks(windows, heads, tokens, mask, ctx.budget):
             count = (stop - start) * heads
             qc = q_scaled[start:stop].view(count, tokens, width)
             kc = k[start:stop].view(count, tokens, width)
             vc = v[start:stop].view(count, tokens, width)
             goc = grad_out[start:stop].view(count, tokens, width)
             scores = torch.bmm(qc, kc.transpose(1, 2))  # [c*h, n, n]
-            scores.view(stop - start, heads, tokens, tokens).add_(
-                _chunk_mask(bias, rows, stop - start)
-            )
+            scores.view(stop - start, heads, tokens, tokens).add_(_chunk_mask(bias, rows, stop - start))
             probs = torch.softmax(scores, dim=-1)
             dprobs = torch.bmm(goc, vc.transpose(1, 2))  # [c*h, n, n]
-            dscores = torch._softmax_backward_data(
-                dprobs, probs, -1, probs.dtype
-            )  # P * (dP - rowsum(dP * P))
+            dscores = torch._softmax_backward_data(dprobs, probs, -1, probs.dtype)  # P * (dP - rowsum(dP * P))
             dbias += dscores.view(stop - start, heads, tokens, tokens).sum(0)
             torch.bmm(
                 probs.transpose(1, 2),
@@ -167,54 +143,30 @@ class WindowAttention(monai_swin.WindowAttention):
 
     def forward(self, x, mask):
         dropout = self.training and self.attn_drop.p > 0
-        if (
-            _exporting()
-            or dropout
-            or x.dtype not in (torch.float32, torch.bfloat16, torch.float16)
-        ):
+        cpu32 = x.device.type == "cpu" and x.dtype == torch.float32
+        # Training off the CPU stays on MONAI's path: the fused kernels there were not measured here.
+        if _exporting() or dropout or (torch.is_grad_enabled() and not cpu32) or not x.is_floating_point():
             return super().forward(x, mask)
         b, n, c = x.shape
         heads = self.num_heads
-        qkv = (
-            self.qkv(x)
-            .view(b, n, 3, heads, c // heads)
-            .permute(2, 0, 3, 1, 4)
-            .contiguous()
-        )
+        qkv = self.qkv(x).view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).contiguous()
         q, k, v = qkv.unbind(0)  # each [b, heads, n, d]
         index = self.relative_position_index[:n, :n].reshape(-1)
         table = self.relative_position_bias_table
         if mask is not None:
             mask = mask.to(q.dtype)
-        if x.device.type == "cpu" and q.dtype == torch.float32:
+        if cpu32 and q.dtype == torch.float32:
             if torch.is_grad_enabled():
-                out = _CpuWindowAttention.apply(
-                    q, k, v, table, index, mask, self.scale, self.budget
-                )
+                out = _CpuWindowAttention.apply(q, k, v, table, index, mask, self.scale, self.budget)
             else:
-                out, _ = _attention_forward(
-                    q,
-                    k,
-                    v,
-                    _relative_bias(table, index, n),
-                    mask,
-                    self.scale,
-                    self.budget,
-                )
-        else:
-            # CUDA (and reduced precision): PyTorch's kernels take a bias with gradients themselves.
-            bias = (
-                _relative_bias(table, index, n).to(q.dtype).unsqueeze(0)
-            )  # [1, h, n, n]
+                out = _attention_forward(q, k, v, _relative_bias(table, index, n), mask, self.scale, self.budget)
+        else:  # inference on a GPU or in reduced precision: as MONAI's use_flash_attention does it
+            bias = _relative_bias(table, index, n).to(q.dtype).unsqueeze(0)  # [1, h, n, n]
             if mask is not None:
                 nw = mask.shape[0]
-                bias = (bias.unsqueeze(1) + mask.view(1, nw, 1, n, n)).expand(
-                    b // nw, -1, -1, -1, -1
-                )
+                bias = (bias.unsqueeze(1) + mask.view(1, nw, 1, n, n)).expand(b // nw, -1, -1, -1, -1)
                 bias = bias.reshape(b, heads, n, n)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, scale=self.scale
-            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         x = out.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 
@@ -226,9 +178,7 @@ class BasicLayer(monai_swin.BasicLayer):
         if x.dim() != 5 or self.use_hyena or _exporting():
             return super().forward(x)
         b, _, d, h, w = x.shape
-        window, shift = monai_swin.get_window_size(
-            (d, h, w), self.window_size, self.shift_size
-        )
+        window, shift = monai_swin.get_window_size((d, h, w), self.window_size, self.shift_size)
         padded = tuple(-(-size // win) * win for size, win in zip((d, h, w), window))
         mask = self._mask(padded, window, shift, x.device)
         x = x.permute(0, 2, 3, 4, 1)  # [b, d, h, w, c]
@@ -244,12 +194,8 @@ class BasicLayer(monai_swin.BasicLayer):
         cache = self.__dict__.setdefault("_mask_cache", {})
         if key not in cache:
             cache.clear()
-            with torch.inference_mode(
-                False
-            ):  # a mask made under inference_mode could not be saved for backward
-                cache[key] = monai_swin.compute_mask(
-                    list(padded), window, shift, device
-                )
+            with torch.inference_mode(False):  # a mask made under inference_mode could not be saved for backward
+                cache[key] = monai_swin.compute_mask(list(padded), window, shift, device)
         return cache[key]
 
 
@@ -272,18 +218,12 @@ class Conv3d(nn.Conv3d):
         training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         small = x.shape[0] == 1 and x.shape[1] * x.shape[2] * x.shape[3] <= 20480
         if small and not training:
-            return torch.ops.aten.mkldnn_convolution(
-                x, weight, bias, self.padding, self.stride, self.dilation, 1
-            )
+            return torch.ops.aten.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, 1)
         if small and self._splits_in_depth(x):
             half, pad = x.shape[2] // 2, self.padding[0]
             xp = F.pad(x, (0, 0, 0, 0, pad, pad))
-            halves = torch.cat(
-                [xp[:, :, : half + 2 * pad], xp[:, :, half:]], 0
-            )  # [2, C, D/2 + 2p, H, W]
-            y = F.conv3d(
-                halves, weight, bias, self.stride, (0, *self.padding[1:]), self.dilation
-            )
+            halves = torch.cat([xp[:, :, : half + 2 * pad], xp[:, :, half:]], 0)  # [2, C, D/2 + 2p, H, W]
+            y = F.conv3d(halves, weight, bias, self.stride, (0, *self.padding[1:]), self.dilation)
             return torch.cat([y[:1], y[1:]], 2)  # [1, C', D, H, W]
         if training and not small:
             cl = torch.channels_last_3d
@@ -345,11 +285,7 @@ class ConvTranspose3d(nn.ConvTranspose3d):
             out * k[0] * k[1] * k[2], -1, 1, 1, 1
         )  # [(o, a, b, c), C_in]
         y = F.conv3d(x, weight)  # [B, C_out * kd * kh * kw, D, H, W]
-        y = (
-            y.view(b, out, *k, d, h, w)
-            .permute(0, 1, 5, 2, 6, 3, 7, 4)
-            .reshape(b, out, d * k[0], h * k[1], w * k[2])
-        )
+        y = y.view(b, out, *k, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, out, d * k[0], h * k[1], w * k[2])
         if self.bias is not None:
             y += self.bias.view(1, -1, 1, 1, 1)
         return y

@@ -11,12 +11,8 @@ from medseg.nets import SwinUNETR, fast_swin
 
 def _pair(feature_size=12, **kwargs):
     torch.manual_seed(0)
-    stock = MonaiSwinUNETR(
-        in_channels=4, out_channels=3, feature_size=feature_size, **kwargs
-    )
-    with (
-        torch.no_grad()
-    ):  # a trained-looking bias table, not MONAI's near-zero initialisation
+    stock = MonaiSwinUNETR(in_channels=4, out_channels=3, feature_size=feature_size, **kwargs)
+    with torch.no_grad():  # a trained-looking bias table, not MONAI's near-zero initialisation
         for module in stock.modules():
             if isinstance(module, monai_swin.WindowAttention):
                 module.relative_position_bias_table.normal_(0, 1)
@@ -28,14 +24,10 @@ def _pair(feature_size=12, **kwargs):
 def test_state_dict_is_monais():
     stock, fast = _pair()
     assert list(fast.state_dict()) == list(stock.state_dict())
-    MonaiSwinUNETR(in_channels=4, out_channels=3, feature_size=12).load_state_dict(
-        fast.state_dict()
-    )
+    MonaiSwinUNETR(in_channels=4, out_channels=3, feature_size=12).load_state_dict(fast.state_dict())
     assert isinstance(fast.swinViT.layers1[0].blocks[0].attn, fast_swin.WindowAttention)
     assert not isinstance(
-        SwinUNETR(
-            in_channels=4, out_channels=3, feature_size=12, fast=False
-        ).swinViT.layers1[0],
+        SwinUNETR(in_channels=4, out_channels=3, feature_size=12, fast=False).swinViT.layers1[0],
         fast_swin.BasicLayer,
     )
 
@@ -60,14 +52,8 @@ def test_window_attention_gradients_equal_monais(shifted):
     fast = monai_swin.WindowAttention(24, 3, (7, 7, 7), qkv_bias=True)
     fast.load_state_dict(stock.state_dict())
     fast_swin.accelerate(fast)
-    fast.budget = (
-        3 * 343 * 343 * 3
-    )  # three windows a chunk: several chunks per batch item
-    mask = (
-        monai_swin.compute_mask([14, 14, 14], (7, 7, 7), (3, 3, 3), "cpu")
-        if shifted
-        else None
-    )
+    fast.budget = 3 * 343 * 343 * 3  # three windows a chunk: several chunks per batch item
+    mask = monai_swin.compute_mask([14, 14, 14], (7, 7, 7), (3, 3, 3), "cpu") if shifted else None
     x = torch.randn(2 * 8, 343, 24, requires_grad=True)  # batch 2 x 8 windows
     weight = torch.randn(2 * 8, 343, 24)
     results = []
