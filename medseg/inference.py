@@ -131,12 +131,15 @@ class Predictor:
         pixdim: the resampling used in training (None: native grid).
         device: where the windows run: ``cpu``, ``cuda``, ``auto``.
         overlap, mode, sw_batch_size, stitch_device: sliding-window overrides.
-        window: window size for inference. ``"auto"`` (default): for a network that takes any size
-            (Swin UNETR), one pass over the whole head-cropped volume, padded to the network's size
-            divisor, when its estimated memory fits 80 % of what is free on the device; otherwise the
-            largest window that fits, slid with ``overlap``. ``"roi"``: the training roi_size, as
-            validation does. Three ints: that window. On a GPU, when the volume does not fit, the
-            windows run on the GPU and the volume and its stitched output stay in CPU memory.
+        window: window size for inference. ``"roi"`` (default): the training roi_size, as validation
+            does. ``"auto"``: for a network that takes any size (Swin UNETR), one pass over the whole
+            head-cropped volume, padded to the network's size divisor, when its estimated memory fits
+            80 % of what is free on the device, otherwise the largest window that fits, slid with
+            ``overlap``: 1.5x faster on a BraTS-size case, but the network then normalises over a
+            different extent than in training (up to 0.01 lower Dice on the demo model; see
+            docs/benchmarks.md). Three ints: that window. On a GPU, when the volume does not fit an
+            ``auto`` window, the windows run on the GPU and the volume and its stitched output stay in
+            CPU memory.
         bf16: run the network under bfloat16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs):
             faster at large feature sizes, logits within about 0.03 of float32 (docs/benchmarks.md).
     """
@@ -151,7 +154,7 @@ class Predictor:
         mode: str | None = None,
         sw_batch_size: int | None = None,
         stitch_device: str | None = None,
-        window: str | Sequence[int] = "auto",
+        window: str | Sequence[int] = "roi",
         bf16: bool = False,
     ) -> None:
         if device == "auto":

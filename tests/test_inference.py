@@ -171,7 +171,7 @@ def test_auto_window_is_one_pass_over_the_cropped_volume(tmp_path):
     label = blob_label(shape=(40, 30, 20), seed=3)
     case = write_case(tmp_path, "BraTS2021_00005", label)
     net = AnySizeOracle()
-    predictor = Predictor(SegmentationModule(net=net, roi_size=(16, 16, 16)), device="cpu")
+    predictor = Predictor(SegmentationModule(net=net, roi_size=(16, 16, 16)), device="cpu", window="auto")
     result = predictor.predict_case(case)
     np.testing.assert_array_equal(result.label, label)
     assert len(net.seen) == 1 and all(s % 8 == 0 for s in net.seen[0])  # one window, padded to the divisor
@@ -185,7 +185,9 @@ def test_auto_window_shrinks_to_fit_memory(tmp_path, monkeypatch):
     case = write_case(tmp_path, "BraTS2021_00005", label)
     net = AnySizeOracle(bytes_per_voxel=1)
     monkeypatch.setattr(inference, "available_memory", lambda device: 24 * 24 * 24 * 4 // 3)
-    predictor = Predictor(SegmentationModule(net=net, roi_size=(16, 16, 16), sw_overlap=0.25), device="cpu")
+    predictor = Predictor(
+        SegmentationModule(net=net, roi_size=(16, 16, 16), sw_overlap=0.25), device="cpu", window="auto"
+    )
     window = predictor.window_for(label.shape)
     assert np.prod(window) <= 24**3 and all(w % 8 == 0 for w in window)
     np.testing.assert_array_equal(predictor.predict_case(case).label, label)  # several windows, stitched
