@@ -101,7 +101,7 @@ def _with_levers(stock, classes):
     net = copy.deepcopy(stock)
     for module in net.modules():
         if type(module) in classes:
-            module.__class__ = fast_swin._FAST[type(module)]
+            module.__class__ = fast_swin.FAST_CLASSES[type(module)]
     return net
 
 
@@ -132,9 +132,9 @@ def ablation(name: str, repeats: int) -> None:
     stock.eval()
     x = torch.randn(1, 4, side, side, side, generator=torch.Generator().manual_seed(1))
     variants = {"stock MONAI": stock}
-    for cls in fast_swin._FAST:
-        variants[f"+ {fast_swin._FAST[cls].__name__} only"] = _with_levers(stock, {cls})
-    fast = _with_levers(stock, set(fast_swin._FAST))
+    for cls in fast_swin.FAST_CLASSES:
+        variants[f"+ {fast_swin.FAST_CLASSES[cls].__name__} only"] = _with_levers(stock, {cls})
+    fast = _with_levers(stock, set(fast_swin.FAST_CLASSES))
     variants["medseg (all levers)"] = fast
     calls = {label: _forward_call(net, x) for label, net in variants.items()}
     calls["medseg + bf16 autocast"] = _bf16_call(fast, x)

@@ -117,17 +117,9 @@ class _CpuWindowAttention(torch.autograd.Function):
             dprobs = torch.bmm(goc, vc.transpose(1, 2))  # [c*h, n, n]
             dscores = torch._softmax_backward_data(dprobs, probs, -1, probs.dtype)  # P * (dP - rowsum(dP * P))
             dbias += dscores.view(stop - start, heads, tokens, tokens).sum(0)
-            torch.bmm(
-                probs.transpose(1, 2),
-                goc,
-                out=dv[start:stop].view(count, tokens, width),
-            )
+            torch.bmm(probs.transpose(1, 2), goc, out=dv[start:stop].view(count, tokens, width))
             torch.bmm(dscores, kc, out=dq[start:stop].view(count, tokens, width))
-            torch.bmm(
-                dscores.transpose(1, 2),
-                qc,
-                out=dk[start:stop].view(count, tokens, width),
-            )
+            torch.bmm(dscores.transpose(1, 2), qc, out=dk[start:stop].view(count, tokens, width))
         dq.mul_(scale)
         dtable = None
         if ctx.needs_input_grad[3]:
@@ -227,11 +219,7 @@ class Conv3d(nn.Conv3d):
             return torch.cat([y[:1], y[1:]], 2)  # [1, C', D, H, W]
         if training and not small:
             cl = torch.channels_last_3d
-            y = super()._conv_forward(
-                x.contiguous(memory_format=cl),
-                weight.contiguous(memory_format=cl),
-                bias,
-            )
+            y = super()._conv_forward(x.contiguous(memory_format=cl), weight.contiguous(memory_format=cl), bias)
             return y.contiguous()
         return super()._conv_forward(x, weight, bias)
 
@@ -303,7 +291,7 @@ class InstanceNorm3d(nn.InstanceNorm3d):
         return F.layer_norm(flat, flat.shape[-1:], eps=self.eps).view_as(x)
 
 
-_FAST = {
+FAST_CLASSES = {
     monai_swin.WindowAttention: WindowAttention,
     monai_swin.BasicLayer: BasicLayer,
     nn.Conv3d: Conv3d,
@@ -313,12 +301,13 @@ _FAST = {
 
 
 def accelerate(net: nn.Module) -> nn.Module:
-    """Swap MONAI's window attention, Swin stages and 3-D convolutions in ``net`` for the fast classes above.
+    """Swap MONAI's window attention and Swin stages, and the 3-D convolutions, transposed convolutions and
+    instance norms in ``net``, for the fast classes above.
 
     Only the class changes; every parameter, buffer and state_dict key stays where MONAI put it.
     """
     for module in net.modules():
-        fast = _FAST.get(type(module))
+        fast = FAST_CLASSES.get(type(module))
         if fast is not None:
             module.__class__ = fast
     return net

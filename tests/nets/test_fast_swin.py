@@ -126,3 +126,16 @@ def test_export_trace_runs_monais_code():
         assert (traced(x) - fast(x)).abs().max() < 1e-4
     assert "mkldnn_convolution" not in str(traced.inlined_graph)
     assert "flash_attention" not in str(traced.inlined_graph)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """MONAI's use_checkpoint recomputes each block in backward: the fast attention's backward runs inside it."""
+    _, fast = _pair()
+    checkpointed = SwinUNETR(in_channels=4, out_channels=3, feature_size=12, use_checkpoint=True)
+    checkpointed.load_state_dict(fast.state_dict())
+    x = torch.randn(1, 4, 64, 64, 64)
+    grads = []
+    for net in (fast, checkpointed):
+        net(x).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert torch.equal(grads[0], grads[1])
