@@ -93,7 +93,8 @@ def _dispatch(argv: list[str]) -> int:
         print(f"medseg: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
         return 2
     os.environ.setdefault("WANDB_MODE", "offline")  # scans are patient data: nothing leaves by default
-    MedsegCLI(args=argv)
+    # From the command line LightningCLI reads sys.argv itself (given both, it warns on every run).
+    MedsegCLI(args=None if argv == sys.argv[1:] else argv)
     return 0
 
 
