@@ -34,7 +34,9 @@ WARMUP = 2
 
 class StepTimer(Callback):
     """Wall time from one training batch's start to the next one's (data loading included), and the part
-    of it spent between one batch's end and the next one's start (fetching the batch: data loading)."""
+    of it spent between one batch's end and the next one's start (fetching the batch: data loading). The
+    first batch of each epoch is left out of the latter: its wait also holds the previous epoch's end
+    (checkpoint saving) and the loader's restart."""
 
     def __init__(self) -> None:
         self.times, self.last = [], None

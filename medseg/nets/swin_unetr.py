@@ -14,9 +14,10 @@ class SwinUNETR(MonaiSwinUNETR):
     state_dict is MONAI's own, so weights load in both directions.
 
     Args:
-        fast: compute window attention with fused kernels, build the shifted-window mask once and
-            run every CPU convolution through oneDNN (``medseg.nets.fast_swin``). Same parameters,
-            same outputs within float32 rounding; ``fast=False`` is MONAI's code path exactly.
+        fast: compute MONAI's modules faster (``medseg.nets.fast_swin``: fused window attention, the
+            shifted-window mask built once, oneDNN for every CPU convolution, a cheaper 2x upsampling
+            and instance norm). Same parameters, same outputs within float32 rounding;
+            ``fast=False`` is MONAI's code path exactly.
         **kwargs: MONAI's ``SwinUNETR`` arguments (``in_channels``, ``out_channels``,
             ``feature_size``, ``use_checkpoint``, ...).
     """
