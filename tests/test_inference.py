@@ -210,3 +210,18 @@ def test_window_choices_and_errors():
             check_window(bad, net_)
     assert largest_window((100, 90, 50), 32, lambda v: True) == (128, 96, 64)
     assert largest_window((100, 90, 50), 32, lambda v: v <= 96 * 96 * 64) == (96, 96, 64)
+
+
+def test_bf16_runs_the_network_under_autocast(tmp_path):
+    class AutocastProbe(OracleNet):
+        def forward(self, x):
+            self.autocast = torch.is_autocast_enabled("cpu")
+            return super().forward(x)
+
+    label = blob_label(shape=(40, 30, 20), seed=3)
+    case = write_case(tmp_path, "BraTS2021_00005", label)
+    for bf16 in (False, True):
+        net = AutocastProbe()
+        predictor = Predictor(SegmentationModule(net=net, roi_size=(16, 16, 16)), device="cpu", bf16=bf16)
+        np.testing.assert_array_equal(predictor.predict_case(case).label, label)
+        assert net.autocast is bf16
