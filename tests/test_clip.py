@@ -119,6 +119,17 @@ def test_ddp_gather_spans_the_global_batch_and_gradients_reach_local_embeddings(
 # ---------------------------------------------------------------------------------------------- text
 
 
+def test_tokenizer_fit_is_the_same_every_time_and_spells_unseen_words():
+    from medseg.nets.clip import ReportTokenizer
+
+    vocabularies = [ReportTokenizer.fit(REPORTS * 3, vocab_size=200).tokenizer.get_vocab() for _ in range(5)]
+    assert all(v == vocabularies[0] for v in vocabularies)  # tokenizers' WordPieceTrainer differs run to run
+    tokenizer = ReportTokenizer.fit(REPORTS, vocab_size=200)
+    ids, _ = tokenizer(["Xylophone-shaped zone 42"])  # nothing of it in the reports
+    assert tokenizer.tokenizer.token_to_id("[UNK]") not in ids[0].tolist()
+    assert tokenizer.decode(ids[0].tolist()) == "xylophone - shaped zone 42"
+
+
 def test_tokenizer_round_trip_and_travels_in_the_state_dict(tmp_path):
     from medseg.nets.clip import ReportTokenizer, TransformerTextEncoder
 

@@ -19,6 +19,8 @@ Text encoders take a list of B report strings and return [B, embed_dim]; each ow
 
 from __future__ import annotations
 
+import string
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -197,18 +199,35 @@ class ReportTokenizer:
     def fit(
         cls, texts: Iterable[str], vocab_size: int = 1000, context_length: int = 96, lowercase: bool = True
     ) -> ReportTokenizer:
-        """Train a WordPiece vocabulary of at most ``vocab_size`` entries on ``texts``."""
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+        """A WordPiece vocabulary of at most ``vocab_size`` entries fitted on ``texts``, the same for the same
+        texts: the special tokens, letters, digits and every character seen (word-initial and ``##``
+        continuation), then whole words by descending count (ties by spelling); a word outside it is
+        spelled in pieces.
 
-        tokenizer = Tokenizer(models.WordPiece(unk_token=cls.UNK))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tokenizer.decoder = decoders.WordPiece()
-        special = [cls.PAD, cls.UNK, cls.CLS, cls.SEP]  # ids 0-3
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
-        tokenizer.train_from_iterator(texts, trainer)
-        if tokenizer.get_vocab_size() <= len(special):
+        ``tokenizers``' own ``WordPieceTrainer`` is not used: it orders merges through a hash map and gives a
+        different vocabulary, hence different token ids and a different trained model, on every run
+        (huggingface/tokenizers#1794).
+        """
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+        normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+        if not counts:
             raise MedsegError("cannot fit a tokenizer: the training reports hold no text")
+        special = [cls.PAD, cls.UNK, cls.CLS, cls.SEP]  # ids 0-3
+        alphabet = set(string.digits + (string.ascii_lowercase if lowercase else string.ascii_letters))
+        alphabet |= {c for word in counts for c in word}  # so an unseen word is spelled, not [UNK]
+        chars = sorted(alphabet) + sorted(f"##{c}" for c in alphabet)
+        words = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1]
+        tokens = list(dict.fromkeys(special + chars + words))[:vocab_size]
+        tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token=cls.UNK))
+        tokenizer.normalizer = normalizer
+        tokenizer.pre_tokenizer = pre_tokenizer
+        tokenizer.decoder = decoders.WordPiece()
+        tokenizer.add_special_tokens(special)  # already in the vocabulary: keeps their ids, skipped by decode
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{cls.CLS} $A {cls.SEP}",
             special_tokens=[(t, tokenizer.token_to_id(t)) for t in (cls.CLS, cls.SEP)],
