@@ -12,7 +12,7 @@ __all__ = ["Predictor", "Prediction"]
 
 def __getattr__(name: str):  # lazy: `import medseg` stays light for the CLI
     if name in __all__:
-        from medseg import inference
+        from medseg import inference  # the package: Predictor, Prediction
 
         return getattr(inference, name)
     raise AttributeError(f"module 'medseg' has no attribute {name!r}")

@@ -14,13 +14,13 @@ from medseg.errors import find_medseg_error
 
 # command -> "module:function"; each function takes argv and returns an exit code
 COMMANDS = {
-    "demo": ("medseg.demo:main", "generate demo data, fit, predict and evaluate, end to end"),
-    "demo-data": ("medseg.data.demo:main", "write synthetic BraTS-style cases (BraTS 2021 layout)"),
-    "predict": ("medseg.predict:main", "segment scans from files with a checkpoint"),
-    "evaluate": ("medseg.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
-    "export": ("medseg.export:main", "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch"),
-    "detect": ("medseg.detect:main", "lesion boxes (world mm) from scans with a DETR checkpoint"),
-    "zero-shot": ("medseg.zero_shot:main", "classify scans against text prompts with a CLIP checkpoint"),
+    "demo": ("medseg.commands.demo:main", "generate demo data, fit, predict and evaluate, end to end"),
+    "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style cases (BraTS 2021 layout)"),
+    "predict": ("medseg.commands.predict:main", "segment scans from files with a checkpoint"),
+    "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
+    "export": ("medseg.commands.export:main", "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch"),
+    "detect": ("medseg.commands.detect:main", "lesion boxes (world mm) from scans with a DETR checkpoint"),
+    "zero-shot": ("medseg.commands.zero_shot:main", "classify scans against text prompts with a CLIP checkpoint"),
 }
 LIGHTNING = {
     "fit": "train a model: medseg fit --config configs/swin_unetr_brats.yaml",

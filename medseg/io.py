@@ -9,6 +9,7 @@ leaves a half-written file behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import SimpleITK as sitk
 from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from medseg.errors import CaseError
+from medseg.errors import CaseError, MedsegError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -223,3 +224,29 @@ def reference_file(case: dict) -> str:
     """The input file whose geometry a prediction for ``case`` is written with (its first modality)."""
     image = case["image"]
     return str(image[0] if isinstance(image, Sequence) and not isinstance(image, str) else image)
+
+
+def check_output_dir(out: Path, inputs: list[dict]) -> None:
+    """Fail before any work when the output folder cannot be written, lacks the space for the label maps,
+    or would overwrite an input; remove temporary files a killed earlier run left behind."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".medseg-write-test."):
+            pass
+    except OSError as e:
+        raise MedsegError(f"output folder {out} is not writable ({e.strerror or e})") from None
+    for stale in out.glob(".*.partial.*"):  # atomic_path's temporary names: never a finished output
+        stale.unlink(missing_ok=True)
+    needed = sum(Path(reference_file(case)).stat().st_size for case in inputs if Path(reference_file(case)).is_file())
+    free = shutil.disk_usage(out).free
+    if free < needed:  # a uint8 label map is smaller than the (float) modality it is written like
+        raise MedsegError(f"output folder {out} has {free / 2**20:.0f} MiB free; the label maps need up to {needed / 2**20:.0f} MiB")
+    inputs_resolved = {
+        Path(p).resolve() for case in inputs for p in (case["image"] if isinstance(case["image"], list) else [case["image"]])
+    }
+    for case in inputs:
+        target = (out / case_output_name(case["case_id"])).resolve()
+        if target in inputs_resolved:
+            raise MedsegError(f"output {target} would overwrite an input scan; choose another --out")
+
+

@@ -32,8 +32,15 @@ sys.path.insert(0, str(ROOT))
 
 from medseg.cli import main as medseg_main  # noqa: E402
 from medseg.data.demo import generate_dataset  # noqa: E402
-from medseg.data.reports import pair_transforms, read_pairs, volume_terciles, write_demo_reports  # noqa: E402
-from medseg.modules.clip import load_clip_module, retrieval_recall, zero_shot_metrics  # noqa: E402
+from medseg.data.reports import (  # noqa: E402
+    pair_transforms,
+    read_pairs,
+    volume_terciles,
+    write_demo_reports,
+)
+from medseg.inference.checkpoint import load_checkpoint  # noqa: E402
+from medseg.metrics.retrieval import retrieval_recall, zero_shot_metrics  # noqa: E402
+from medseg.modules.clip import ClipModule  # noqa: E402
 
 DEMO = {"shape": (48, 48, 40), "spacing": (2.5, 2.5, 2.5), "p_enhancing": 0.5, "p_necrosis": 0.5}
 
@@ -49,7 +56,7 @@ def make_data(out: Path, n_train: int, n_test: int, seed: int) -> tuple[Path, Pa
 
 @torch.inference_mode()
 def evaluate(ckpt: Path, test_reports: Path) -> dict:
-    module, data = load_clip_module(ckpt)
+    module, data = load_checkpoint(ckpt, ClipModule)
     transform = pair_transforms(data["image_size"], data["spatial_mode"], data.get("pixdim"))
     pairs = read_pairs(test_reports)
     images = torch.cat([module.encode_image(transform(p)["image"][None]) for p in pairs])  # [N, D]

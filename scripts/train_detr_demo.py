@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from pytorch_lightning.cli import instantiate_module
 
+from medseg.boxes import boxes_voxel_to_world
 from medseg.cli import main as medseg_main
-from medseg.data.boxes import boxes_voxel_to_world
 from medseg.data.demo import generate_dataset
 from medseg.data.layouts import read_dataset
-from medseg.detect import BoxDetector, load_detection_module, predict_boxes
-from medseg.metrics_detection import average_precision, froc
+from medseg.inference.checkpoint import load_checkpoint
+from medseg.inference.detect import BoxDetector, predict_boxes
+from medseg.metrics.detection import average_precision, froc
 from medseg.modules.detection import DetectionModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         truth,
     )}  # fmt: skip
 
-    _, data = load_detection_module(ckpt)
+    _, data = load_checkpoint(ckpt, DetectionModule)
     hparams = dict(torch.load(ckpt, weights_only=True, map_location="cpu")["hyper_parameters"])
     hparams.pop("_instantiator", None)
     torch.manual_seed(0)

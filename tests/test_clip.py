@@ -260,7 +260,7 @@ def test_prompt_ensembles_are_averaged_then_normalised():
 
 
 def test_retrieval_recall_and_auroc_against_brute_force():
-    from medseg.modules.clip import auroc, retrieval_recall, zero_shot_metrics
+    from medseg.metrics.retrieval import auroc, retrieval_recall, zero_shot_metrics
 
     image, text = normalised(12, 5, seed=3), normalised(12, 5, seed=4)
     text[:4] = image[:4]  # four pairs match exactly
@@ -364,8 +364,9 @@ def tiny_fit_args(demo_pairs: Path, run: Path) -> list[str]:
 
 def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
     from medseg.cli import main
-    from medseg.modules.clip import load_clip_module
-    from medseg.zero_shot import main as zero_shot
+    from medseg.commands.zero_shot import main as zero_shot
+    from medseg.inference.checkpoint import load_checkpoint
+    from medseg.modules.clip import ClipModule
 
     run = tmp_path / "run"
     assert main(tiny_fit_args(demo_pairs, run)) == 0
@@ -376,7 +377,7 @@ def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
     for name in ("train/loss", "val/i2t_recall@1", "val/t2i_recall@10", "val/zs_enhancing_auroc", "val/zs_hemisphere_acc"):
         assert name in metrics
 
-    module, data = load_clip_module(ckpt)
+    module, data = load_checkpoint(ckpt, ClipModule)
     assert module.text_encoder.tokenizer_fitted
     assert tuple(data["image_size"]) == (16, 16, 16)
     capsys.readouterr()
@@ -389,7 +390,7 @@ def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
     (tmp_path / "prompts.json").write_text(json.dumps({"left": ["left lesion"], "right": "right lesion"}))
     assert zero_shot([str(demo_pairs / "test" / "BraTS2021_00050"), "--ckpt", str(ckpt), "--prompts",
                       str(tmp_path / "prompts.json")]) == 0  # fmt: skip
-    assert zero_shot([str(demo_pairs / "test"), "--ckpt", str(tmp_path / "none.ckpt"), "--classes", "a", "b"]) == 1
+    assert main(["zero-shot", str(demo_pairs / "test"), "--ckpt", str(tmp_path / "none.ckpt"), "--classes", "a", "b"]) == 1
     assert "none.ckpt" in capsys.readouterr().err
 
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 from nibabel.affines import apply_affine
 
-from medseg.cli import main
-from medseg.data.boxes import (
+from medseg.boxes import (
     box_cxcyczwhd_to_xyzxyz,
     box_iou,
     box_xyzxyz_to_cxcyczwhd,
@@ -21,14 +20,26 @@ from medseg.data.boxes import (
     points_voxel_to_world,
     points_world_to_voxel,
 )
+from medseg.cli import main
 from medseg.data.demo import generate_dataset
-from medseg.data.detection import DetectionDataModule, RandFlipBoxesd, detection_transforms, label_to_boxes
+from medseg.data.detection import (
+    DetectionDataModule,
+    RandFlipBoxesd,
+    detection_transforms,
+    label_to_boxes,
+)
 from medseg.data.layouts import read_dataset
-from medseg.detect import BoxDetector, predict_boxes
+from medseg.inference.detect import BoxDetector, predict_boxes
 from medseg.losses.detr import HungarianMatcher3d, SetCriterion3d
-from medseg.metrics_detection import average_precision, froc, mean_average_precision
+from medseg.metrics.detection import average_precision, froc, mean_average_precision
 from medseg.modules.detection import DetectionModule
-from medseg.nets.detr import ConvBackbone3d, DETR3d, ResNetBackbone3d, postprocess, sine_position_encoding_3d
+from medseg.nets.detr import (
+    ConvBackbone3d,
+    DETR3d,
+    ResNetBackbone3d,
+    postprocess,
+    sine_position_encoding_3d,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medseg.cli import main as medseg_main
 from medseg.errors import CaseError, LayoutError
-from medseg.evaluate import evaluate_folder, format_table, main
-from medseg.metrics import HD95_PENALTY_MM
+from medseg.evaluation import evaluate_folder, format_table
+from medseg.metrics.segmentation import HD95_PENALTY_MM
 
 
 def save(path, data, spacing=(1.0, 1.0, 1.0)):
@@ -135,7 +136,7 @@ def test_pred_convention_differs_from_labels(tmp_path):
 def test_missing_prediction_is_listed_and_exits_1(flat, capsys):
     (flat / "preds" / "case_b.nii.gz").unlink()
     save(flat / "preds" / "stray.nii.gz", brats2021_label())
-    assert main(["--pred", str(flat / "preds"), "--label", str(flat / "labels")]) == 1
+    assert medseg_main(["evaluate", "--pred", str(flat / "preds"), "--label", str(flat / "labels")]) == 1
     out, err = capsys.readouterr()
     assert "1 MISSING" in out and "case_b" in out
     assert "ignored 1 prediction(s) without a label: stray" in out
@@ -148,10 +149,10 @@ def test_shape_mismatch_names_both_files(flat, capsys):
     save(flat / "preds" / "case_b.nii.gz", np.zeros((6, 6, 5)))
     with pytest.raises(CaseError, match=r"case case_b: prediction .*preds/case_b.nii.gz.*label .*labels/case_b.nii.gz"):
         evaluate_folder(flat / "preds", flat / "labels")
-    assert main(["--pred", str(flat / "preds"), "--label", str(flat / "labels")]) == 1
+    assert medseg_main(["evaluate", "--pred", str(flat / "preds"), "--label", str(flat / "labels")]) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line]
-    assert len(errors) == 1 and errors[0].startswith("medseg evaluate: error: case case_b: prediction")
+    assert len(errors) == 1 and errors[0].startswith("medseg: error: case case_b: prediction")
     assert "shape (6, 6, 5)" in errors[0] and "Traceback" not in err
 
 
@@ -182,7 +183,7 @@ def test_refuses_to_write_into_label_folder(flat):
 
 
 def test_cli_prints_table_and_paths(flat, capsys):
-    assert main(["--pred", str(flat / "preds"), "--label", str(flat / "labels"), "--out", str(flat / "o")]) == 0
+    assert medseg_main(["evaluate", "--pred", str(flat / "preds"), "--label", str(flat / "labels"), "--out", str(flat / "o")]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["region", "Dice", "mean", "±", "std", "HD95", "(mm)", "mean", "±", "std"]
@@ -193,10 +194,10 @@ def test_cli_prints_table_and_paths(flat, capsys):
 
 
 def test_cli_bad_folder_and_help(tmp_path, capsys):
-    assert main(["--pred", str(tmp_path / "nope"), "--label", str(tmp_path)]) == 1
+    assert medseg_main(["evaluate", "--pred", str(tmp_path / "nope"), "--label", str(tmp_path)]) == 1
     assert "prediction folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        medseg_main(["evaluate", "--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     for needle in ("labelsTr", "_seg.nii.gz", "-seg.nii.gz", "brats2021", "brats2023", "msd", "--no-hd95"):

@@ -3,11 +3,10 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from test_cli import fit_args
 
 from medseg.cli import main
 from medseg.data.demo import generate_dataset
-
-from test_cli import fit_args
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,14 @@
 import json
 
 import nibabel as nib
-import pytest
 import numpy as np
+import pytest
 import torch
+from conftest import LPS_AFFINE, blob_label, write_case
 from torch import nn
 
 from medseg.inference import Predictor
 from medseg.modules.segmentation import SegmentationModule
-
-from conftest import LPS_AFFINE, blob_label, write_case
 
 
 class OracleNet(nn.Module):
@@ -43,7 +42,7 @@ def test_lps_anisotropic_scan_predicted_on_its_own_grid(tmp_path):
 
 def test_predict_cli_writes_aligned_label_maps(tmp_path, monkeypatch):
     """Through `medseg predict` with a checkpoint-free predictor: file geometry equals the input's."""
-    from medseg import predict
+    from medseg.commands import predict
 
     label = blob_label(shape=(32, 28, 16), seed=4)
     write_case(tmp_path / "cases", "BraTS2021_00011", label)
@@ -57,7 +56,8 @@ def test_predict_cli_writes_aligned_label_maps(tmp_path, monkeypatch):
 
 
 def test_predict_report_writes_overlays_and_html(tmp_path, monkeypatch):
-    from medseg import predict, report
+    from medseg.commands import predict
+    from medseg.reporting import html as report
 
     label = blob_label(shape=(32, 28, 16), seed=5)
     write_case(tmp_path / "cases", "BraTS2021_00012", label)
@@ -129,7 +129,7 @@ def test_dicom_series_case_predicted_on_its_grid(tmp_path):
 
 
 def test_training_curves_picture(tmp_path):
-    from medseg.report import plot_curves
+    from medseg.reporting.html import plot_curves
 
     metrics = tmp_path / "metrics.csv"
     rows = ["epoch,step,train/loss,train/dice,val/dice_wt"] + [f"0,{s},{1 - s / 20},{0.9 - s / 30},{'' if s % 5 else s / 20}" for s in range(20)]
@@ -179,7 +179,7 @@ def test_auto_window_is_one_pass_over_the_cropped_volume(tmp_path):
 
 
 def test_auto_window_shrinks_to_fit_memory(tmp_path, monkeypatch):
-    from medseg import inference
+    from medseg.inference import segment as inference
 
     label = blob_label(shape=(40, 30, 20), seed=3)
     case = write_case(tmp_path, "BraTS2021_00005", label)
@@ -196,7 +196,7 @@ def test_auto_window_shrinks_to_fit_memory(tmp_path, monkeypatch):
 
 def test_window_choices_and_errors():
     from medseg.errors import MedsegError
-    from medseg.inference import check_window, largest_window
+    from medseg.inference.segment import check_window, largest_window
     from medseg.nets import UNETR
 
     net = AnySizeOracle()

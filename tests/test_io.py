@@ -3,12 +3,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import LPS_AFFINE, blob_label, save, write_case
 
 from medseg.data.transforms import LoadCased
 from medseg.errors import CaseError
 from medseg.io import atomic_path, check_case_files, read_header, write_like
-
-from conftest import LPS_AFFINE, blob_label, save, write_case
 
 
 def test_simpleitk_formats_load_like_nifti(tmp_path, tiny_case):

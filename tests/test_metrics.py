@@ -10,7 +10,7 @@ import torch
 from scipy.ndimage import binary_erosion
 from scipy.spatial.distance import cdist
 
-from medseg.metrics import HD95_PENALTY_MM, dice, hd95, region_metrics
+from medseg.metrics.segmentation import HD95_PENALTY_MM, dice, hd95, region_metrics
 
 
 def reference_dice(pred: np.ndarray, label: np.ndarray) -> float:

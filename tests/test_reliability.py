@@ -11,11 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from test_cli import fit_args
 
 from medseg.cli import main
 from medseg.data.demo import generate_dataset
-
-from test_cli import fit_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

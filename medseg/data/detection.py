@@ -39,7 +39,7 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
-from medseg.data.boxes import box_xyzxyz_to_cxcyczwhd, boxes_world_to_voxel
+from medseg.boxes import box_xyzxyz_to_cxcyczwhd, boxes_world_to_voxel
 from medseg.data.datamodule import BratsDataModule
 from medseg.data.labels import REGIONS, LabelConvention
 from medseg.data.transforms import preprocessing

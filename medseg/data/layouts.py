@@ -38,7 +38,14 @@ from typing import Any
 
 import nibabel as nib
 
-from medseg.data.labels import BRATS2021, BRATS2023, CONVENTIONS, MSD, LabelConvention, get_convention
+from medseg.data.labels import (
+    BRATS2021,
+    BRATS2023,
+    CONVENTIONS,
+    MSD,
+    LabelConvention,
+    get_convention,
+)
 from medseg.errors import CaseError, LayoutError
 
 CANONICAL_MODALITIES = ("t1", "t1ce", "t2", "flair")  # channel order of every model medseg trains

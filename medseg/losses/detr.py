@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from medseg.data.boxes import box_cxcyczwhd_to_xyzxyz, generalized_box_iou
+from medseg.boxes import box_cxcyczwhd_to_xyzxyz, generalized_box_iou
 
 
 class HungarianMatcher3d(nn.Module):

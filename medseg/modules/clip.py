@@ -24,13 +24,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Timer
-from pytorch_lightning.cli import instantiate_module
-from scipy.stats import rankdata
 from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.losses.clip import ClipLoss
-from medseg.nets.pretrained import WeightsError, safe_load
+from medseg.metrics.retrieval import retrieval_recall, zero_shot_metrics
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -221,60 +219,12 @@ class ClipModule(pl.LightningModule):
 # ---------------------------------------------------------------------------------------------- metrics
 
 
-def retrieval_recall(image: torch.Tensor, text: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@K of pair retrieval: ``i2t_recall@K`` (share of images whose own report is among the K most
-    similar) and ``t2i_recall@K``. ``image``, ``text``: normalised [N, D], pair i in row i. Ties count in favour."""
-    sim = image.float() @ text.float().T  # [N, N]
-    own = sim.diag()  # [N]
-    rank_i2t = (sim > own[:, None]).sum(1)  # [N] reports scoring above an image's own
-    rank_t2i = (sim > own[None, :]).sum(0)  # [N] images scoring above a report's own
-    out = {}
-    for k in ks:
-        out[f"i2t_recall@{k}"] = float((rank_i2t < k).float().mean())
-        out[f"t2i_recall@{k}"] = float((rank_t2i < k).float().mean())
-    return out
 
 
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties half); NaN without both classes."""
-    scores, positive = np.asarray(scores, float), np.asarray(positive, bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def zero_shot_metrics(probs: torch.Tensor, truth: Sequence[str], classes: Sequence[str]) -> dict[str, float]:
-    """``acc`` and ``auroc`` (macro one-vs-rest over classes present) of zero-shot probabilities [N, C]
-    against true class names; cases whose truth is not one of ``classes`` are left out."""
-    keep = [i for i, t in enumerate(truth) if t in classes]
-    if not keep:
-        return {"acc": float("nan"), "auroc": float("nan")}
-    probs = probs[keep].float().numpy()  # [n, C]
-    target = np.array([list(classes).index(truth[i]) for i in keep])  # [n]
-    acc = float((probs.argmax(1) == target).mean())
-    aucs = [auroc(probs[:, c], target == c) for c in range(len(classes))]
-    aucs = [a for a in aucs if not math.isnan(a)]
-    return {"acc": acc, "auroc": float(np.mean(aucs)) if aucs else float("nan")}
 
 
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_clip_module(checkpoint: str | Path, map_location: str = "cpu") -> tuple[ClipModule, dict]:
-    """A ``ClipModule`` (tokenizer included) and its datamodule's settings from a ``medseg fit`` checkpoint."""
-    ckpt = safe_load(checkpoint, map_location)
-    hparams = dict(ckpt.get("hyper_parameters", {}))
-    if "image_encoder" not in hparams or "text_encoder" not in hparams:
-        raise WeightsError(
-            f"{checkpoint}: holds no image/text encoder configuration (is it a CLIP checkpoint written by "
-            "`medseg fit --config configs/clip_demo.yaml`?)"
-        )
-    hparams.pop("_instantiator", None)
-    text = hparams["text_encoder"]
-    if isinstance(text, dict) and isinstance(text.get("init_args"), dict):  # the state_dict brings the tokenizer
-        hparams["text_encoder"] = {**text, "init_args": {k: v for k, v in text["init_args"].items() if k != "tokenizer"}}
-    module = instantiate_module(ClipModule, hparams)
-    module.load_state_dict(ckpt["state_dict"])
-    return module.eval(), dict(ckpt.get("datamodule_hyper_parameters", {}))

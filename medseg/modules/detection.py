@@ -21,8 +21,8 @@ import torch
 from monai.optimizers import WarmupCosineSchedule
 from torch import nn
 
-from medseg.data.boxes import box_cxcyczwhd_to_xyzxyz
-from medseg.metrics_detection import froc, mean_average_precision
+from medseg.boxes import box_cxcyczwhd_to_xyzxyz
+from medseg.metrics.detection import froc, mean_average_precision
 from medseg.nets.detr import postprocess
 
 LOGGED_LOSSES = ("loss", "loss_ce", "loss_bbox", "loss_giou", "cardinality_error")

@@ -22,7 +22,7 @@ from torch import nn
 
 from medseg.data.labels import REGIONS
 from medseg.losses import DiceBCELoss
-from medseg.metrics import dice, hd95
+from medseg.metrics.segmentation import dice, hd95
 from medseg.modules.schedule import warmup_cosine
 from medseg.nets.pretrained import load_pretrained
 
@@ -150,7 +150,7 @@ class SegmentationModule(pl.LightningModule):
         log_image = getattr(self.logger, "log_image", None)
         if log_image is None or self.trainer.sanity_checking or self.global_rank != 0:
             return
-        from medseg.visualize import overlay_grid
+        from medseg.reporting.overlays import overlay_grid
 
         picture = overlay_grid(batch["image"][0], batch["label"][0], pred[0])
         case_id = batch.get("case_id", [f"case{index}"])[0]

@@ -208,7 +208,14 @@ class ReportTokenizer:
         different vocabulary, hence different token ids and a different trained model, on every run
         (huggingface/tokenizers#1794).
         """
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+        from tokenizers import (
+            Tokenizer,
+            decoders,
+            models,
+            normalizers,
+            pre_tokenizers,
+            processors,
+        )
 
         normalizer = normalizers.BertNormalizer(lowercase=lowercase)
         pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -21,7 +21,7 @@ import torch
 from monai.networks.nets import resnet
 from torch import Tensor, nn
 
-from medseg.data.boxes import box_cxcyczwhd_to_xyzxyz
+from medseg.boxes import box_cxcyczwhd_to_xyzxyz
 
 
 class ConvBackbone3d(nn.Module):

@@ -10,8 +10,6 @@ from torch import nn
 from medseg.errors import MedsegError
 
 
-
-
 class WeightsError(MedsegError, ValueError):
     """A weights file that cannot be used: unreadable, unsafe, or matching nothing in the network."""
 

@@ -1,11 +1,10 @@
 import json
 
 import pytest
+from conftest import blob_label, write_case
 
 from medseg.data.datamodule import BratsDataModule
 from medseg.errors import LayoutError
-
-from conftest import blob_label, write_case
 
 
 @pytest.fixture

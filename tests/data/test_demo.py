@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medseg.data.demo import CSF, GM, MODALITIES, WM, generate_case, generate_dataset, main, write_case
+from medseg.data.demo import (
+    CSF,
+    GM,
+    MODALITIES,
+    WM,
+    generate_case,
+    generate_dataset,
+    write_case,
+)
+from medseg.commands.demo_data import main
 from medseg.data.labels import BRATS2021
 
 SHAPE = (48, 48, 32)

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import blob_label, save, write_case
 
 from medseg.data.transforms import LoadCased, eval_transforms, train_transforms
 from medseg.errors import CaseError
-
-from conftest import blob_label, save, write_case
 
 
 def test_eval_transforms_give_ras_cropped_regions(tiny_case):

@@ -21,12 +21,10 @@ Files written to ``out_dir`` (default ``pred_dir``, never the label folder), eac
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,8 +34,8 @@ import numpy as np
 from tqdm import tqdm
 
 from medseg.data.labels import CONVENTIONS, REGIONS, LabelConvention, get_convention
-from medseg.errors import CaseError, LayoutError, MedsegError
-from medseg.metrics import HD95_PENALTY_MM, region_metrics
+from medseg.errors import CaseError, LayoutError
+from medseg.metrics.segmentation import HD95_PENALTY_MM, region_metrics
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CASE_PATTERNS = {  # case id -> convention, when every label case id of a folder matches
@@ -306,72 +304,16 @@ def format_table(summary: dict) -> str:
     if "n_cases" in summary:
         footer = f"{summary['n_cases']} case{'s' if summary['n_cases'] != 1 else ''}"
         if summary.get("n_missing"):
-            footer += f", {summary['n_missing']} MISSING (label without prediction): {_some(summary['missing'])}"
+            footer += f", {summary['n_missing']} MISSING (label without prediction): {list_some(summary['missing'])}"
         text.append(footer)
     return "\n".join(text)
 
 
-def _some(names: list[str], limit: int = 10) -> str:
+def list_some(names: list[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="medseg evaluate",
-        description="Score predicted label maps against reference labels: Dice and HD95 per region (TC, WT, ET) "
-        "for every case, then mean, std and median.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "folders:\n"
-            "  --pred   <case>.nii.gz label maps\n"
-            "  --label  <case>.nii.gz | <case>/<case>_seg.nii.gz (BraTS 2021) | <case>/<case>-seg.nii.gz\n"
-            "           (BraTS 2023) | an nnU-Net/MSD dataset root or its labelsTr/\n"
-            "label conventions (value: sub-region):\n"
-            "  brats2021  1 necrotic, 2 edema, 4 enhancing\n"
-            "  brats2023  1 necrotic, 2 edema, 3 enhancing\n"
-            "  msd        1 edema, 2 non-enhancing, 3 enhancing (also nnU-Net's converted BraTS)\n"
-            "  auto       by case ids (BraTS2021_*, BraTS-XXX-*), else a label holding 4 means brats2021;\n"
-            "             anything else must be named with --convention\n"
-            "regions: TC = tumour core, WT = whole tumour, ET = enhancing tumour. Empty masks: both empty ->\n"
-            f"Dice 1, HD95 0; one empty -> Dice 0, HD95 {HD95_PENALTY_MM} mm (BraTS).\n"
-            f"writes {PER_CASE_CSV} and {SUMMARY_JSON} to --out (default: --pred).\n"
-            "exit code 1 on bad input or when a labelled case has no prediction."
-        ),
-    )
-    parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="folder of predictions")
-    parser.add_argument("--label", required=True, type=Path, metavar="DIR", help="folder of reference labels")
-    parser.add_argument(
-        "--convention", default="auto", choices=["auto", *CONVENTIONS], help="label convention (default: auto)"
-    )
-    parser.add_argument(
-        "--pred-convention", choices=list(CONVENTIONS), help="convention of the predictions (default: the labels')"
-    )
-    parser.add_argument("--no-hd95", action="store_true", help="skip HD95 (Dice only, much faster)")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="where the CSV/JSON go (default: --pred)")
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        _, summary = evaluate_folder(
-            args.pred, args.label, args.convention, args.pred_convention, not args.no_hd95, args.out
-        )
-    except MedsegError as exc:
-        print(f"medseg evaluate: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_table(summary))
-    if summary["ignored_predictions"]:
-        ignored = summary["ignored_predictions"]
-        print(f"note: ignored {len(ignored)} prediction(s) without a label: {_some(ignored)}")
-    out = args.out if args.out is not None else args.pred
-    print(f"per-case metrics: {out / PER_CASE_CSV}\nsummary: {out / SUMMARY_JSON}")
-    if summary["n_missing"]:
-        missing = f"{summary['n_missing']} labelled case(s) have no prediction: {_some(summary['missing'])}"
-        print(f"medseg evaluate: error: {missing} (left out of the means above)", file=sys.stderr)
-        return 1
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -45,8 +44,9 @@ def _generate(root: Path, n: int, seed: int, start: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg import evaluate, predict, report
     from medseg.cli import MedsegCLI
+    from medseg.commands import evaluate, predict
+    from medseg.reporting import html as report
 
     out = Path(args.out)
     train_dir, test_dir, run_dir = out / "data" / "train", out / "data" / "test", out / "run"
@@ -98,6 +98,3 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

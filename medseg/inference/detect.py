@@ -11,7 +11,6 @@ are independent of how the input file stores its axes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -20,33 +19,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_lightning.cli import instantiate_module
 from tqdm import tqdm
 
-from medseg.data.boxes import boxes_voxel_to_world, boxes_world_to_voxel, points_voxel_to_world
+from medseg.boxes import (
+    boxes_voxel_to_world,
+    boxes_world_to_voxel,
+    points_voxel_to_world,
+)
 from medseg.data.detection import detection_transforms
-from medseg.data.layouts import find_predict_cases
 from medseg.errors import find_medseg_error
-from medseg.io import atomic_path, case_output_name, read_header, reference_file, write_like
+from medseg.inference.checkpoint import load_checkpoint
+from medseg.io import (
+    atomic_path,
+    case_output_name,
+    check_output_dir,
+    read_header,
+    reference_file,
+    write_like,
+)
 from medseg.modules.detection import DetectionModule
 from medseg.nets.detr import postprocess
-from medseg.nets.pretrained import WeightsError, safe_load
-from medseg.predict import check_output_dir, report_failures
-
-DESCRIPTION = """\
-Detect lesions in brain MRI scans with a checkpoint written by `medseg fit` with a DETR config
-(configs/detr_demo.yaml). INPUT: as for `medseg predict` (case files, case folders, dataset folders).
-
-For each case it writes OUT/<case>.json:
-
-  {"case_id": ..., "reference": <input file>, "space": "RAS", "unit": "mm",
-   "boxes": [{"box_mm": [x0, y0, z0, x1, y1, z1], "label": 0, "score": 0.93}, ...]}
-
-boxes axis-aligned in world RAS mm, highest score first, those scoring at least --min-score. With
---mask also OUT/<case>_boxes.nii.gz on the input's grid: voxel value k inside the k-th box (by score)
-of those scoring at least --mask-score, 0 elsewhere. Files are written under a temporary name and
-renamed; cases whose JSON exists are skipped unless --overwrite; a bad case is reported and skipped.
-"""
+from medseg.nets.pretrained import WeightsError
 
 
 @dataclass
@@ -75,16 +68,6 @@ class CaseBoxes:
         return {"case_id": self.case_id, "reference": self.reference, "space": "RAS", "unit": "mm", "boxes": boxes}
 
 
-def load_detection_module(checkpoint: str | Path, map_location: str = "cpu") -> tuple[DetectionModule, dict]:
-    """A detection module and its datamodule's settings from a ``medseg fit`` checkpoint, loaded safely."""
-    ckpt = safe_load(checkpoint, map_location)
-    hparams = dict(ckpt.get("hyper_parameters", {}))
-    if "net" not in hparams or "criterion" not in hparams:
-        raise WeightsError(f"{checkpoint}: holds no detection network configuration (was it written by `medseg fit` with a DETR config?)")
-    hparams.pop("_instantiator", None)
-    module = instantiate_module(DetectionModule, hparams)
-    module.load_state_dict(ckpt["state_dict"])
-    return module.eval(), dict(ckpt.get("datamodule_hyper_parameters", {}))
 
 
 class BoxDetector:
@@ -113,7 +96,7 @@ class BoxDetector:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto") -> BoxDetector:
-        module, data = load_detection_module(checkpoint)
+        module, data = load_checkpoint(checkpoint, DetectionModule)
         if "input_size" not in data:
             raise WeightsError(f"{checkpoint}: was not trained with a detection datamodule (no input_size saved)")
         return cls(module, data["input_size"], data.get("label_convention") or "brats2021", data.get("pixdim"), device)
@@ -201,38 +184,7 @@ def predict_boxes(
     return written, failures
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medseg detect", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="case files or folders")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `medseg fit --config configs/detr_demo.yaml`")
-    parser.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
-    parser.add_argument("--min-score", type=float, default=0.05, help="leave out boxes scoring below this (default: 0.05)")
-    parser.add_argument("--mask", action="store_true", help="also write <case>_boxes.nii.gz on the input grid")
-    parser.add_argument("--mask-score", type=float, default=0.5, help="boxes drawn in the mask score at least this (default: 0.5)")
-    parser.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``medseg detect``: returns the exit status (1 if any case failed)."""
-    args = build_parser().parse_args(argv)
-    try:
-        cases = find_predict_cases(args.inputs)
-        detector = BoxDetector.from_checkpoint(args.ckpt, device=args.device)
-        written, failures = predict_boxes(
-            detector, cases, args.out, args.min_score, args.mask_score if args.mask else None, args.overwrite
-        )
-    except Exception as e:
-        error = find_medseg_error(e)
-        if error is None:
-            raise
-        print(f"medseg detect: error: {error}", file=sys.stderr)
-        return 1
-    skipped = len(cases) - len(written) - len(failures)
-    print(f"wrote {len(written)} box file(s) to {args.out}" + (f"; {skipped} already there (use --overwrite to redo)" if skipped else ""))
-    return report_failures(failures)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,9 +10,7 @@ label convention and resampling, so ``medseg predict --ckpt model.onnx`` segment
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +24,16 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SETTINGS = ("roi_size", "sw_overlap", "sw_mode", "sw_batch_size", "threshold")
 
 
-def _metadata_path(model: Path) -> Path:
+def metadata_path(model: Path) -> Path:
     return model.with_name(model.name + ".json")
 
 
 def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int = 0) -> float:
     """Export the network of ``checkpoint`` to ``out``; returns the max abs difference to PyTorch."""
-    from medseg.inference import load_module
+    from medseg.inference.checkpoint import load_checkpoint
+    from medseg.modules.segmentation import SegmentationModule
 
-    module, data = load_module(checkpoint)
+    module, data = load_checkpoint(checkpoint, SegmentationModule)
     roi = tuple(int(s) for s in module.hparams.roi_size)
     sample = torch.randn(1, 4, *roi, generator=torch.Generator().manual_seed(seed))  # [1, 4, *roi]
     net = module.net.eval()
@@ -61,7 +60,7 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int
         "pixdim": data.get("pixdim"),
         "max_abs_difference": difference,
     }
-    with atomic_path(_metadata_path(out)) as tmp:
+    with atomic_path(metadata_path(out)) as tmp:
         tmp.write_text(json.dumps(metadata, indent=1))
     return difference
 
@@ -97,7 +96,7 @@ def load_exported(path: str | Path):
     from medseg.modules.segmentation import SegmentationModule
 
     path = Path(path)
-    meta_path = _metadata_path(path)
+    meta_path = metadata_path(path)
     if not path.is_file() or not meta_path.is_file():
         raise MedsegError(f"{path}: exported model or its {meta_path.name} not found (write both with medseg export)")
     meta = json.loads(meta_path.read_text())
@@ -106,22 +105,5 @@ def load_exported(path: str | Path):
     return module.eval(), {"label_convention": meta["label_convention"], "pixdim": meta["pixdim"]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medseg export",
-        description="Export the network of a `medseg fit` checkpoint to ONNX or TorchScript (traced at the "
-        "sliding-window size), compare it with PyTorch on a sample input and print the max abs difference. "
-        "`medseg predict --ckpt FILE` then runs from the exported file.",
-    )
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `medseg fit`")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="default: onnx")
-    parser.add_argument("--out", help="output file (default: beside the checkpoint, .onnx or .pt)")
-    args = parser.parse_args(argv)
-    out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(FORMATS[args.format])
-    difference = export(args.ckpt, out, args.format)
-    print(f"wrote {out} (+ {_metadata_path(out).name}); max abs difference to PyTorch on a sample input: {difference:.3g}")
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

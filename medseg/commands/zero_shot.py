@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from medseg.commands.common import report_failures
 from medseg.data.layouts import find_predict_cases
 from medseg.data.reports import pair_transforms
 from medseg.errors import MedsegError, find_medseg_error
-from medseg.modules.clip import load_clip_module
+from medseg.inference.checkpoint import load_checkpoint
+from medseg.io import atomic_path
+from medseg.modules.clip import ClipModule
 
 # Prompt ensemble for --classes: each class name is put into every template; the embeddings are averaged.
 DEFAULT_TEMPLATES = ("{}.", "There is {}.", "Findings: {}.", "Impression: {}.")
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     cases = find_predict_cases(args.inputs)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    module, data = load_clip_module(args.ckpt)
+    module, data = load_checkpoint(args.ckpt, ClipModule)
     module = module.to(device)
     if not data.get("image_size"):
         raise MedsegError(f"{args.ckpt}: holds no data image_size (was it trained with medseg.data.reports.ReportDataModule?)")
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     names = list(prompts)
     with torch.inference_mode():
         classes = module.class_embeddings(prompts)  # [C, D]
-        rows, failed = [], 0
+        rows, failures = [], []
         width = max([len("case"), *(len(c["case_id"]) for c in cases)])
         print(f"{'case':<{width}}  " + "  ".join(names), flush=True)
         for case in cases:
@@ -98,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 error = find_medseg_error(e)
                 if error is None:
                     raise
-                print(f"medseg zero-shot: error: {error}", file=sys.stderr)
-                failed += 1
+                failures.append(str(error))
                 continue
             probs = module.zero_shot_probs(module.encode_image(image), classes)[0].cpu()  # [C]
             rows.append([case["case_id"], *(float(p) for p in probs)])
@@ -108,25 +109,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="") as f:
+        with atomic_path(out) as tmp, tmp.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["case_id", *names])
             writer.writerows(rows)
-    return 1 if failed else 0
+    return report_failures(failures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``medseg zero-shot`` (and ``python -m medseg.zero_shot``). Returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except Exception as e:
-        error = find_medseg_error(e)
-        if error is None:
-            raise
-        print(f"medseg zero-shot: error: {error}", file=sys.stderr)
-        return 1
+    """``medseg zero-shot``: returns the exit status (1 if any case failed)."""
+    return run(build_parser().parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from medseg.data.labels import REGIONS, LabelConvention  # noqa: E402
 from medseg.io import atomic_path  # noqa: E402
-from medseg.visualize import COLOURS, overlay_grid  # noqa: E402
+from medseg.reporting.overlays import COLOURS, overlay_grid  # noqa: E402
 
 LEGEND = {"WT": "whole tumour (edema)", "TC": "tumour core", "ET": "enhancing tumour"}
 

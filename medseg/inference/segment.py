@@ -20,14 +20,13 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
-from pytorch_lightning.cli import instantiate_module
 
 from medseg.data.labels import get_convention
 from medseg.data.transforms import eval_transforms
 from medseg.errors import MedsegError
+from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import case_output_name, read_header, reference_file, write_like
 from medseg.modules.segmentation import SegmentationModule
-from medseg.nets.pretrained import WeightsError, safe_load
 
 
 @dataclass
@@ -106,20 +105,6 @@ def available_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def load_module(checkpoint: str | Path, map_location: str = "cpu") -> tuple[SegmentationModule, dict]:
-    """A segmentation module and its datamodule's settings from a ``medseg fit`` checkpoint, loaded safely."""
-    ckpt = safe_load(checkpoint, map_location)
-    hparams = dict(ckpt.get("hyper_parameters", {}))
-    if "net" not in hparams:
-        raise WeightsError(
-            f"{checkpoint}: holds no network configuration (was it written by `medseg fit`?); "
-            "build the module in Python and load its state_dict instead"
-        )
-    hparams.pop("_instantiator", None)
-    hparams.pop("pretrained", None)  # the checkpoint's own weights replace any start point
-    module = instantiate_module(SegmentationModule, hparams)
-    module.load_state_dict(ckpt["state_dict"])
-    return module.eval(), dict(ckpt.get("datamodule_hyper_parameters", {}))
 
 
 class Predictor:
@@ -172,10 +157,10 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto", **overrides) -> Predictor:
         """From a ``medseg fit`` checkpoint, or from a file written by ``medseg export`` (.onnx / .pt + .json)."""
-        from medseg.export import FORMATS, load_exported
+        from medseg.inference.export import FORMATS, load_exported
 
         exported = Path(checkpoint).suffix in FORMATS.values() and Path(f"{checkpoint}.json").is_file()
-        module, data = load_exported(checkpoint) if exported else load_module(checkpoint)
+        module, data = load_exported(checkpoint) if exported else load_checkpoint(checkpoint, SegmentationModule)
         kwargs = {"label_convention": data.get("label_convention") or "brats2021", "pixdim": data.get("pixdim")}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(module, device=device, **kwargs)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from tqdm import tqdm
 
-from medseg import report
+from medseg.commands.common import report_failures
 from medseg.data.layouts import find_predict_cases
-from medseg.errors import MedsegError, find_medseg_error
+from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
-from medseg.io import case_output_name, reference_file
+from medseg.io import case_output_name, check_output_dir
+from medseg.reporting import html as report
 
 DESCRIPTION = """\
 Segment brain-tumour MRI scans with a checkpoint written by `medseg fit`.
@@ -78,28 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output_dir(out: Path, inputs: list[dict]) -> None:
-    """Fail before any work when the output folder cannot be written, lacks the space for the label maps,
-    or would overwrite an input; remove temporary files a killed earlier run left behind."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".medseg-write-test."):
-            pass
-    except OSError as e:
-        raise MedsegError(f"output folder {out} is not writable ({e.strerror or e})") from None
-    for stale in out.glob(".*.partial.*"):  # atomic_path's temporary names: never a finished output
-        stale.unlink(missing_ok=True)
-    needed = sum(Path(reference_file(case)).stat().st_size for case in inputs if Path(reference_file(case)).is_file())
-    free = shutil.disk_usage(out).free
-    if free < needed:  # a uint8 label map is smaller than the (float) modality it is written like
-        raise MedsegError(f"output folder {out} has {free / 2**20:.0f} MiB free; the label maps need up to {needed / 2**20:.0f} MiB")
-    inputs_resolved = {
-        Path(p).resolve() for case in inputs for p in (case["image"] if isinstance(case["image"], list) else [case["image"]])
-    }
-    for case in inputs:
-        target = (out / case_output_name(case["case_id"])).resolve()
-        if target in inputs_resolved:
-            raise MedsegError(f"output {target} would overwrite an input scan; choose another --out")
 
 
 def _report_case(result, convention, report_dir: Path) -> dict:
@@ -205,18 +182,8 @@ def run(args: argparse.Namespace) -> int:
     return report_failures([o["error"] for o in outcomes if o["status"] == "failed"])
 
 
-def report_failures(failures: list[str]) -> int:
-    """List the cases that failed on stderr; the exit status: 1 if any failed, else 0."""
-    if failures:
-        print(f"{len(failures)} case(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

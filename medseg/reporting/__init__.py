@@ -1,0 +1,1 @@
+"""What a person looks at: slice overlays (PNG, wandb images) and the HTML report of a prediction run."""
