@@ -47,7 +47,7 @@ def test_unetr_fit_and_predict_through_the_cli(demo_data, tmp_path):
     ckpt = run / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, weights_only=True)
     assert saved["global_step"] == 2
-    assert saved["hyper_parameters"]["net"]["class_path"] == "medseg.nets.unetr.UNETR"
+    assert saved["hyper_parameters"]["net"]["class_path"] == "medseg.nets.UNETR"
 
     out = tmp_path / "pred"
     windows = ["--overlap", "0"]  # 16^3 windows over the whole head: few, for speed

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from medseg.data.demo import generate_dataset
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "swin_unetr_demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "swin_unetr_demo.yaml"
 TEST_START = 10_000  # held-out case numbers start here: never a training case
 
 
