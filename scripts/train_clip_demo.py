@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-cases", type=int, default=320)
     parser.add_argument("--test-cases", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1200, help="optimizer steps (default: 1200)")
+    parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data, the reports, the initial weights, augmentation and batch order")
     args = parser.parse_args(argv)
@@ -119,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     print(f"trained: {time.monotonic() - start:.0f} s ({args.steps} steps)", flush=True)
-    report(evaluate(run / "checkpoints" / "last.ckpt", test_reports), time.monotonic() - start)
+    results = evaluate(run / "checkpoints" / "last.ckpt", test_reports)
+    report(results, time.monotonic() - start)
+    if args.json:
+        args.json.write_text(json.dumps({**results, "steps": args.steps, "seed": args.seed}, indent=1))
     return 0
 
 
