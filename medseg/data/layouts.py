@@ -36,21 +36,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-
 from medseg.data.labels import (
     BRATS2021,
     BRATS2023,
     CONVENTIONS,
     MSD,
     LabelConvention,
+    convention_of_case_id,
     get_convention,
 )
 from medseg.errors import CaseError, LayoutError
+from medseg.io import VOLUME_SUFFIXES, read_header
 
 CANONICAL_MODALITIES = ("t1", "t1ce", "t2", "flair")  # channel order of every model medseg trains
 LAYOUTS = ("brats2021", "brats2023", "msd", "nnunet", "datalist")
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 # Lower-case modality name -> canonical; looked up with spaces, "-" and "_" removed (T1-Gd -> t1gd).
 MODALITY_ALIASES: dict[str, str] = {
@@ -359,7 +358,7 @@ def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
     Each input may be: modality files of one case named BraTS-style (``<case>_t1ce``, ``<case>-t2f``...) or
     nnU-Net-style (``<case>_0000`` ... ``_0003``); a case folder; a folder of case folders; a flat folder of
     such files (nnU-Net ``imagesTs/``); a 4-D image with the modalities on its last axis; or a mix.
-    Files ending in ``_seg``/``-seg`` are skipped. Image files: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.mhd``;
+    Files ending in ``_seg``/``-seg`` are skipped. Image files: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``;
     DICOM: a case folder holding one series sub-folder per modality (``t1/``, ``t1ce/``, ``t2/``, ``flair/``
     of ``.dcm`` files), or a folder of such case folders.
 
@@ -380,7 +379,7 @@ def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
             found = _predict_folder_files(item)
         elif item.is_file():
             if _split_suffix(item.name) is None:
-                raise LayoutError(f"{item}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
+                raise LayoutError(f"{item}: not an image file (expected {', '.join(VOLUME_SUFFIXES)})")
             found = [item]
         else:
             raise LayoutError(f"{item}: no such file or folder")
@@ -419,7 +418,7 @@ def _predict_folder_files(folder: Path) -> list[Path]:
             if sub.is_dir() and not _is_hidden(sub) and not sub.name.startswith("labels"):  # labelsTr/ of nnU-Net, MSD
                 stems.update({str(sub / s): paths for s, paths in _image_files(sub).items()})
     if not stems:
-        raise LayoutError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or in its sub-folders")
+        raise LayoutError(f"{folder}: no image files ({', '.join(VOLUME_SUFFIXES)}) in it or in its sub-folders")
     return [p for paths in stems.values() for p in paths]
 
 
@@ -484,15 +483,7 @@ def _nearby_channels(folder: Path) -> dict[str, int]:
 def _image_shape(path: Path, case_id: str) -> tuple[int, ...]:
     """Shape read from the header only (a 4-D image with 4 channels reads as (X, Y, Z, 4))."""
     try:
-        if path.name.lower().endswith((".nii", ".nii.gz")):
-            return tuple(nib.load(str(path)).shape)
-        import SimpleITK as sitk  # only for .nrrd / .mha / .mhd
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        components = reader.GetNumberOfComponents()
-        return tuple(reader.GetSize()) + ((components,) if components > 1 else ())
+        return read_header(path)[0]
     except Exception as err:  # noqa: BLE001 - any reader failure is reported as this file's problem
         raise CaseError(f"cannot read the image header: {err}", case_id, path) from None
 
@@ -513,7 +504,7 @@ def _case(
 def _split_suffix(name: str) -> tuple[str, str] | None:
     """``a_t1.nii.gz`` -> (``a_t1``, ``.nii.gz``); None for a file that is not an image."""
     lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in VOLUME_SUFFIXES:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)], name[-len(suffix) :]
     return None
@@ -671,15 +662,9 @@ def _unique(cases: list[dict], source: str | Path) -> list[dict]:
     return cases
 
 
-_NAME_CONVENTIONS = ((re.compile(r"BraTS\d{2,4}_"), BRATS2021), (re.compile(r"BraTS-[A-Za-z]+-"), BRATS2023))
-
-
 def _convention_from_names(cases: list[dict], source: Path) -> LabelConvention:
     """BraTS2021_* (BraTS20_*, ...) -> brats2021, BraTS-GLI-* (-MEN-, ...) -> brats2023; else a LayoutError."""
-    found = set()
-    for case in cases:
-        matches = [conv.name for pattern, conv in _NAME_CONVENTIONS if pattern.match(case["case_id"])]
-        found.add(matches[0] if matches else None)
+    found = {convention_of_case_id(case["case_id"]) for case in cases}
     if len(found) == 1 and None not in found:
         return CONVENTIONS[found.pop()]
     example = cases[0]["case_id"] if cases else "no cases"

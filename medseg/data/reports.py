@@ -44,7 +44,7 @@ from monai.transforms import Compose, EnsureTyped, Resized, ResizeWithPadOrCropd
 from medseg.data.layouts import DatasetIndex, find_predict_cases, read_dataset
 from medseg.data.transforms import preprocessing
 from medseg.errors import CaseError, LayoutError
-from medseg.io import check_case_files
+from medseg.io import check_case_files, write_atomic
 
 REPORTS_FILE = "reports.jsonl"  # what write_demo_reports writes beside demo_truth.json
 
@@ -177,11 +177,7 @@ def write_demo_reports(
         if lesions:
             line["labels"] = lesion_labels(max(lesions, key=lambda lesion: lesion["volume_ml"]), thresholds)
         lines.append(json.dumps(line))
-    path = root / filename
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(root / filename, "\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ reading pairs
