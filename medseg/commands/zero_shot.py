@@ -11,7 +11,7 @@ import torch
 
 from medseg.commands.common import report_failures
 from medseg.data.base import saved_roi_size
-from medseg.data.layouts import find_predict_cases
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.data.reports import pair_transforms
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint

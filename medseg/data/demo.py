@@ -33,10 +33,9 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from medseg.data.cases import MODALITIES
 from medseg.data.labels import BRATS2021, get_convention
 from medseg.io import write_atomic
-
-MODALITIES = ("t1", "t1ce", "t2", "flair")
 
 # Tissue classes of DemoCase.tissue; index into _CONTRAST's columns.
 TISSUES = (

@@ -41,7 +41,8 @@ from monai.data import DataLoader
 from monai.transforms import Compose, EnsureTyped, Resized, ResizeWithPadOrCropd
 
 from medseg.data.base import CaseDataModule
-from medseg.data.layouts import DatasetIndex, find_predict_cases, read_dataset
+from medseg.data.layouts import DatasetIndex, read_dataset
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.data.transforms import preprocessing
 from medseg.errors import CaseError, LayoutError
 from medseg.io import write_atomic

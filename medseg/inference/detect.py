@@ -148,7 +148,7 @@ def predict_boxes(
 
     Args:
         detector: a :class:`BoxDetector` or a checkpoint path.
-        cases: case dicts (``medseg.data.layouts.find_predict_cases``).
+        cases: case dicts (``medseg.data.predict_inputs.find_predict_cases``).
         out: output folder, created if missing.
         min_score: boxes scoring below it are left out of the JSON.
         mask_score: also write a box mask of the boxes scoring at least this; None: no mask.
