@@ -22,26 +22,20 @@ Files written to ``out_dir`` (default ``pred_dir``, never the label folder), eac
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.labels import CONVENTIONS, REGIONS, LabelConvention, get_convention
+from medseg.data.labels import CONVENTIONS, REGIONS, LabelConvention, convention_of_case_id, get_convention
 from medseg.errors import CaseError, LayoutError
+from medseg.io import NIFTI_SUFFIXES, write_atomic
 from medseg.metrics.segmentation import HD95_PENALTY_MM, region_metrics
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-CASE_PATTERNS = {  # case id -> convention, when every label case id of a folder matches
-    "brats2021": re.compile(r"^BraTS2021_\d+$"),
-    "brats2023": re.compile(r"^BraTS-[A-Z]+-\d+-\d+$"),
-}
 PER_CASE_CSV, SUMMARY_JSON = "metrics_per_case.csv", "metrics_summary.json"
 
 
@@ -104,9 +98,10 @@ def infer_convention(label_files: dict[str, Path]) -> tuple[LabelConvention, str
     holding 3 (BraTS 2023 or MSD, which differ in what 1 and 2 mean) or no telling value leave it open:
     a ``LayoutError`` asks for the convention, naming the file.
     """
-    for name, pattern in CASE_PATTERNS.items():
-        if all(pattern.match(case) for case in label_files):
-            return get_convention(name), f"case ids look like {name}"
+    by_name = {convention_of_case_id(case) for case in label_files}
+    if len(by_name) == 1 and None not in by_name:
+        name = by_name.pop()
+        return get_convention(name), f"case ids look like {name}"
     for case, path in label_files.items():
         values = set(np.unique(read_label_map(path, case)[0]).tolist())
         if 4 in values:
@@ -185,30 +180,17 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
-def _write_atomically(path: Path, write: Callable) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace``: no half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(rows: list[dict], summary: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / PER_CASE_CSV, out_dir / SUMMARY_JSON
     columns = list(rows[0]) if rows else ["case_id"]
 
-    def write_csv(f):
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-
-    _write_atomically(csv_path, write_csv)
-    _write_atomically(json_path, lambda f: f.write(json.dumps(summary, indent=2) + "\n"))
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    write_atomic(csv_path, table.getvalue())
+    write_atomic(json_path, json.dumps(summary, indent=2) + "\n")
     return csv_path, json_path
 
 

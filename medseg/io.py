@@ -23,9 +23,9 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from medseg.errors import CaseError, MedsegError
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")  # .nii.gz first: where both exist, readers prefer it
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES  # every file suffix medseg reads as a volume
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 AFFINE_ATOL = 1e-3  # mm / direction-cosine units; co-registered modalities must agree to this
 
@@ -179,6 +179,13 @@ def atomic_path(target: str | os.PathLike):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(target: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (text as UTF-8) to ``target`` through :func:`atomic_path`; returns ``target``."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(target)
 
 
 def write_like(array: np.ndarray, reference: str | os.PathLike, target: str | os.PathLike, dtype=np.uint8) -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 
 from medseg.cli import main as medseg
 from medseg.data.demo import generate_dataset
-from medseg.data.layouts import find_predict_cases
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.inference import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medseg.cli import main as medseg_main  # noqa: E402
+from medseg.data.base import saved_roi_size  # noqa: E402
 from medseg.data.demo import generate_dataset  # noqa: E402
 from medseg.data.reports import (  # noqa: E402
     pair_transforms,
@@ -57,7 +58,7 @@ def make_data(out: Path, n_train: int, n_test: int, seed: int) -> tuple[Path, Pa
 @torch.inference_mode()
 def evaluate(ckpt: Path, test_reports: Path) -> dict:
     module, data = load_checkpoint(ckpt, ClipModule)
-    transform = pair_transforms(data["image_size"], data["spatial_mode"], data.get("pixdim"))
+    transform = pair_transforms(saved_roi_size(data), data["spatial_mode"], data.get("pixdim"))
     pairs = read_pairs(test_reports)
     images = torch.cat([module.encode_image(transform(p)["image"][None]) for p in pairs])  # [N, D]
     texts = torch.cat([module.encode_text([p["report"] for p in pairs[i : i + 64]]) for i in range(0, len(pairs), 64)])

@@ -28,6 +28,7 @@ from pytorch_lightning.cli import instantiate_module
 
 from medseg.boxes import boxes_voxel_to_world
 from medseg.cli import main as medseg_main
+from medseg.data.base import saved_roi_size
 from medseg.data.demo import generate_dataset
 from medseg.data.layouts import read_dataset
 from medseg.inference.checkpoint import load_checkpoint
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     hparams = dict(torch.load(ckpt, weights_only=True, map_location="cpu")["hyper_parameters"])
     hparams.pop("_instantiator", None)
     torch.manual_seed(0)
-    untrained = BoxDetector(instantiate_module(DetectionModule, hparams), data["input_size"], device="cpu")
+    untrained = BoxDetector(instantiate_module(DetectionModule, hparams), saved_roi_size(data), device="cpu")
     found = [untrained.detect(case) for case in test_cases]
     rows["untrained"] = scores([f.boxes_mm for f in found], [f.scores for f in found], truth)
 

@@ -348,7 +348,7 @@ def tiny_fit_args(demo_pairs: Path, run: Path) -> list[str]:
         "fit", "--config", str(ROOT / "configs" / "clip_demo.yaml"),
         "--data.init_args.reports", str(demo_pairs / "train" / "reports.jsonl"),
         "--data.init_args.val_reports", str(demo_pairs / "test" / "reports.jsonl"),
-        "--data.init_args.image_size", "[16, 16, 16]", "--data.init_args.batch_size", "3",
+        "--data.init_args.roi_size", "[16, 16, 16]", "--data.init_args.batch_size", "3",
         "--model.init_args.image_encoder.img_size", "[16, 16, 16]",
         "--model.init_args.image_encoder.hidden_size", "16", "--model.init_args.image_encoder.mlp_dim", "32",
         "--model.init_args.image_encoder.num_layers", "1", "--model.init_args.image_encoder.num_heads", "2",
@@ -379,7 +379,7 @@ def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
 
     module, data = load_checkpoint(ckpt, ClipModule)
     assert module.text_encoder.tokenizer_fitted
-    assert tuple(data["image_size"]) == (16, 16, 16)
+    assert tuple(data["roi_size"]) == (16, 16, 16)
     capsys.readouterr()
     code = zero_shot([str(demo_pairs / "test"), "--ckpt", str(ckpt), "--classes", "enhancing tumour", "no enhancing tumour"])
     lines = capsys.readouterr().out.strip().splitlines()

@@ -282,15 +282,15 @@ def truth_world_boxes(root: Path) -> dict[str, np.ndarray]:
 
 def test_boxes_from_label_and_from_json_agree_with_demo_truth(demo_data, tmp_path):
     truth = truth_world_boxes(demo_data / "train")
-    from_label = DetectionDataModule(str(demo_data / "train"), input_size=(32, 32, 32), val_fraction=0, min_voxels=1)
+    from_label = DetectionDataModule(str(demo_data / "train"), roi_size=(32, 32, 32), val_fraction=0, min_voxels=1)
     boxes_json = tmp_path / "boxes.json"
     boxes_json.write_text(json.dumps({c: [{"box_mm": b.tolist(), "label": 0} for b in boxes] for c, boxes in truth.items()}))
-    from_json = DetectionDataModule(str(demo_data / "train"), input_size=(32, 32, 32), val_fraction=0, boxes_json=str(boxes_json))
+    from_json = DetectionDataModule(str(demo_data / "train"), roi_size=(32, 32, 32), val_fraction=0, boxes_json=str(boxes_json))
     batches = []
     for dm in (from_label, from_json):
         dm.setup("fit")
         dm.hparams.flip_prob = 0.0
-        batches.append(next(iter(dm._loader(dm.splits["train"], train=False))))
+        batches.append(next(iter(dm._eval_loader(dm.splits["train"]))))
     by_label, by_json = batches
     assert by_label["image"].shape == (3, 4, 32, 32, 32)
     for i, case_id in enumerate(by_label["case_id"]):
@@ -360,7 +360,7 @@ def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
         "fit",
         "--config", str(ROOT / "configs" / "detr_demo.yaml"),
         "--data.init_args.data_dir", str(demo_data / "train"),
-        "--data.init_args.input_size", "[32, 32, 32]",
+        "--data.init_args.roi_size", "[32, 32, 32]",
         "--data.init_args.batch_size", "1",
         "--data.init_args.val_fraction", "0.34",
         "--model.init_args.net.init_args.backbone.init_args.channels", "[4, 8]",

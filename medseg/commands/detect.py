@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medseg.commands.common import report_failures
-from medseg.data.layouts import find_predict_cases
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.inference.detect import BoxDetector, predict_boxes
 
 DESCRIPTION = """\

@@ -11,7 +11,7 @@ from pytorch_lightning import LightningModule, Trainer
 from tqdm import tqdm
 
 from medseg.commands.common import report_failures
-from medseg.data.layouts import find_predict_cases
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
 from medseg.io import case_output_name, check_output_dir

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from medseg.commands.common import report_failures
-from medseg.data.layouts import find_predict_cases
+from medseg.data.base import saved_roi_size
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.data.reports import pair_transforms
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint
@@ -84,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     module, data = load_checkpoint(args.ckpt, ClipModule)
     module = module.to(device)
-    if not data.get("image_size"):
-        raise MedsegError(f"{args.ckpt}: holds no data image_size (was it trained with medseg.data.reports.ReportDataModule?)")
-    transform = pair_transforms(data["image_size"], data.get("spatial_mode", "resize"), data.get("pixdim"))
+    roi_size = saved_roi_size(data)
+    if roi_size is None:
+        raise MedsegError(f"{args.ckpt}: holds no data roi_size (was it trained with medseg.data.reports.ReportDataModule?)")
+    transform = pair_transforms(roi_size, data.get("spatial_mode", "resize"), data.get("pixdim"))
     names = list(prompts)
     with torch.inference_mode():
         classes = module.class_embeddings(prompts)  # [C, D]

@@ -2,9 +2,9 @@
 
 Batches (train, val and test alike; ``monai.data.DataLoader`` collation):
 
-- ``image`` [B, 4, *img_size] float: the segmentation preprocessing (``medseg.data.transforms.preprocessing``:
+- ``image`` [B, 4, *roi_size] float: the segmentation preprocessing (``medseg.data.transforms.preprocessing``:
   RAS, optional resampling, head crop, per-channel normalisation), then the whole head resized to
-  ``img_size`` (``fit: resize``) or centre-cropped / zero-padded to it at native resolution (``fit: crop``);
+  ``roi_size`` (``fit: resize``) or centre-cropped / zero-padded to it at native resolution (``fit: crop``);
   training adds flips and intensity jitter;
 - ``target`` [B] long, in ``0 .. num_classes - 1``;
 - ``case_id`` [B] str.
@@ -44,9 +44,9 @@ from monai.transforms import (
 )
 from pytorch_lightning.utilities import rank_zero_info
 
-from medseg.data.datamodule import BratsDataModule
+from medseg.data.base import CaseDataModule
 from medseg.data.labels import REGIONS, LabelConvention
-from medseg.data.layouts import _DATALIST_SECTIONS, DatasetIndex, read_dataset
+from medseg.data.layouts import _DATALIST_SECTIONS, DatasetIndex
 from medseg.data.transforms import _load_volume, preprocessing
 from medseg.errors import CaseError, LayoutError
 
@@ -54,14 +54,15 @@ TARGET_SOURCES = ("datalist", "demo_truth", "label")
 DEFAULT_KEYS = {"datalist": "label_cls", "demo_truth": "necrotic", "label": "ET"}
 
 
-class ClassificationDataModule(BratsDataModule):
+class ClassificationDataModule(CaseDataModule):
+    # The typed argument list is repeated in every datamodule: LightningCLI reads each class's own signature.
     def __init__(
         self,
         data_dir: str,
         target_source: Literal["datalist", "demo_truth", "label"] = "label",
         target_key: str | None = None,
         num_classes: int = 2,
-        img_size: tuple[int, int, int] = (64, 64, 64),
+        roi_size: tuple[int, int, int] = (64, 64, 64),
         fit: Literal["resize", "crop"] = "resize",
         flip_axes: tuple[int, ...] = (0, 1, 2),
         layout: str = "auto",
@@ -85,8 +86,8 @@ class ClassificationDataModule(BratsDataModule):
             target_key: the datalist key (default ``label_cls``), the demo_truth.json lesion flag (default
                 ``necrotic``) or the label region / sub-region (default ``ET``).
             num_classes: targets must lie in ``0 .. num_classes - 1`` (2 for the derived yes/no targets).
-            img_size: the network's input size [X, Y, Z] (a ViT's ``img_size``).
-            fit: ``resize`` the whole head-cropped volume to ``img_size``, or centre-``crop`` / pad it.
+            roi_size: the network's input size [X, Y, Z] (a ViT's ``img_size``).
+            fit: ``resize`` the whole head-cropped volume to ``roi_size``, or centre-``crop`` / pad it.
             flip_axes: axes of random training flips; leave out 0 for targets that tell left from right.
             layout: ``auto`` detects it; or force ``brats2021``, ``brats2023``, ``msd``, ``nnunet``, ``datalist``.
             label_convention: override how label values are read (``brats2021``, ``brats2023``, ``msd``).
@@ -107,38 +108,12 @@ class ClassificationDataModule(BratsDataModule):
             raise ValueError(f"data.target_source must be one of {TARGET_SOURCES}, got {target_source!r}")
         if num_classes < 2:
             raise ValueError(f"data.num_classes must be at least 2, got {num_classes}")
-        super().__init__(
-            data_dir,
-            layout=layout,
-            label_convention=label_convention,
-            datalist=datalist,
-            fold=fold,
-            val_fraction=val_fraction,
-            test_dir=test_dir,
-            pixdim=pixdim,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            cache=cache,
-            cache_dir=cache_dir,
-            seed=seed,
-        )
-        for unused in ("roi_size", "pos_fraction"):  # segmentation crops: not used here, not saved
-            self.hparams.pop(unused, None)
+        super().__init__()
         self.target_key = target_key or DEFAULT_KEYS[target_source]
 
     # --------------------------------------------------------------------------------------- cases
 
-    def _usable(self, cases: list[dict]) -> list[dict]:
-        """The cases with a target (``cases`` is ``self.index.cases``); the split is BratsDataModule's."""
-        return self._with_targets(self.index, self.hparams.data_dir, self.hparams.datalist)
-
-    def _test_cases(self) -> list[dict]:
-        if not self.hparams.test_dir:
-            return self.splits["val"]
-        index = read_dataset(self.hparams.test_dir, "auto", self.hparams.label_convention)
-        return self._with_targets(index, self.hparams.test_dir, None)
-
-    def _with_targets(self, index: DatasetIndex, data_dir: str, datalist: str | None) -> list[dict]:
+    def _usable(self, index: DatasetIndex, data_dir: str, datalist: str | None) -> list[dict]:
         """The cases of ``index`` that have a target, as ``{case_id, image, target[, channel_order, fold]}``."""
         source, key = self.hparams.target_source, self.target_key
         if source == "datalist":
@@ -168,40 +143,25 @@ class ClassificationDataModule(BratsDataModule):
 
     # --------------------------------------------------------------------------------------- loaders
 
-    def _transforms(self, train: bool) -> Compose:
-        return classification_transforms(
-            self.convention,
-            self.hparams.img_size,
-            self.hparams.fit,
-            self.hparams.pixdim,
-            flip_axes=self.hparams.flip_axes if train else (),
-            jitter=train,
-        )
-
-    def train_transform(self) -> Compose:
-        return self._transforms(train=True)
-
-    def eval_transform(self) -> Compose:
-        return self._transforms(train=False)
-
-    @property
-    def eval_batch_size(self) -> int:  # every volume is resized to img_size
-        return self.hparams.batch_size
+    def transform(self, train: bool) -> Compose:
+        h = self.hparams
+        flip_axes = h.flip_axes if train else ()
+        return classification_transforms(self.convention, h.roi_size, h.fit, h.pixdim, flip_axes, jitter=train)
 
 
 def classification_transforms(
     convention: str | LabelConvention,
-    img_size: Sequence[int],
+    roi_size: Sequence[int],
     fit: Literal["resize", "crop"] = "resize",
     pixdim: Sequence[float] | None = None,
     flip_axes: Sequence[int] = (),
     jitter: bool = False,
 ) -> Compose:
-    """Case dict (no ``label``) -> ``image`` [4, *img_size]: preprocessing, resize or crop, then augmentation."""
+    """Case dict (no ``label``) -> ``image`` [4, *roi_size]: preprocessing, resize or crop, then augmentation."""
     if fit == "resize":
-        sizing = Resized(keys="image", spatial_size=img_size, mode="trilinear", anti_aliasing=True)
+        sizing = Resized(keys="image", spatial_size=roi_size, mode="trilinear", anti_aliasing=True)
     elif fit == "crop":
-        sizing = ResizeWithPadOrCropd(keys="image", spatial_size=img_size)
+        sizing = ResizeWithPadOrCropd(keys="image", spatial_size=roi_size)
     else:
         raise ValueError(f"data.fit must be 'resize' or 'crop', got {fit!r}")
     augment = [RandFlipd(keys="image", prob=0.5, spatial_axis=axis) for axis in flip_axes]

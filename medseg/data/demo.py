@@ -33,9 +33,9 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from medseg.data.cases import MODALITIES
 from medseg.data.labels import BRATS2021, get_convention
-
-MODALITIES = ("t1", "t1ce", "t2", "flair")
+from medseg.io import write_atomic
 
 # Tissue classes of DemoCase.tissue; index into _CONTRAST's columns.
 TISSUES = (
@@ -170,8 +170,8 @@ def write_case(case: DemoCase, root: str | os.PathLike, layout: str = "brats2021
 
     ``brats2021``: suffixes ``flair``, ``t1``, ``t1ce``, ``t2``, ``seg`` joined by ``_``, labels 1/2/4.
     ``brats2023``: suffixes ``t1n``, ``t1c``, ``t2w``, ``t2f``, ``seg`` joined by ``-``, labels 1/2/3.
-    Every file is written to ``<name>.part`` in the same folder, then renamed, so a reader never sees a
-    half-written NIfTI. Files are gzip'd with a fixed timestamp: the same case gives the same bytes.
+    Every file is written atomically (``medseg.io.atomic_path``), so a reader never sees a half-written
+    NIfTI. Files are gzip'd with a fixed timestamp: the same case gives the same bytes.
     """
     spec = _layout(layout)
     folder = Path(root) / case.case_id
@@ -186,7 +186,8 @@ def write_case(case: DemoCase, root: str | os.PathLike, layout: str = "brats2021
         img.set_qform(case.affine, code=1)
         img.set_sform(case.affine, code=1)
         img.header.set_xyzt_units("mm")
-        _write_atomic(folder / f"{case.case_id}{spec['sep']}{spec['files'][key]}.nii.gz", img.to_bytes())
+        data = gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)  # fixed mtime: same case, same bytes
+        write_atomic(folder / f"{case.case_id}{spec['sep']}{spec['files'][key]}.nii.gz", data)
     return folder
 
 
@@ -218,7 +219,7 @@ def generate_dataset(
         case = generate_case(spec["case_id"].format(index=index), seed=(seed, index), **case_kwargs)
         folders.append(write_case(case, root, layout))
         truth[case.case_id] = {"lesions": case.lesions, "affine": case.affine.tolist(), "spacing": list(case.spacing)}
-    _write_atomic(truth_path, json.dumps(truth, indent=1).encode(), compress=False)
+    write_atomic(truth_path, json.dumps(truth, indent=1))
     return folders
 
 
@@ -554,13 +555,6 @@ def _layout(layout: str) -> dict:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}")
     return LAYOUTS[layout]
-
-
-def _write_atomic(path: Path, data: bytes, compress: bool = True) -> None:
-    """Write ``data`` (gzip'd when ``compress``) to ``path`` through a temporary file in the same folder."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(gzip.compress(data, compresslevel=1, mtime=0) if compress else data)
-    os.replace(tmp, path)
 
 
 def holds_cases(folder: Path) -> bool:

@@ -7,8 +7,8 @@ Boxes come from the label map (connected components of one region, WT by default
 
 Batches (``collate_detection``), B scans:
 
-- ``image`` [B, 4, *input_size] float: preprocessed as for segmentation (RAS, head crop, normalised),
-  then the whole volume resized to ``input_size`` (trilinear);
+- ``image`` [B, 4, *roi_size] float: preprocessed as for segmentation (RAS, head crop, normalised),
+  then the whole volume resized to ``roi_size`` (trilinear);
 - ``boxes`` list of B tensors [N_b, 6] float: (cx, cy, cz, w, h, d) normalised to [0, 1] of the volume;
 - ``labels`` list of B tensors [N_b] int64 in [0, K) (0: lesion, for boxes from a label map);
 - ``grid_affine`` [B, 4, 4] float64: voxel -> world RAS mm of the preprocessed grid before resizing;
@@ -27,7 +27,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from monai.data import DataLoader
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -40,8 +39,9 @@ from monai.transforms import (
 from scipy import ndimage
 
 from medseg.boxes import box_xyzxyz_to_cxcyczwhd, boxes_world_to_voxel
-from medseg.data.datamodule import BratsDataModule
+from medseg.data.base import CaseDataModule
 from medseg.data.labels import REGIONS, LabelConvention
+from medseg.data.layouts import DatasetIndex
 from medseg.data.transforms import preprocessing
 from medseg.errors import CaseError, LayoutError
 
@@ -129,7 +129,7 @@ class RandFlipBoxesd(RandomizableTransform, MapTransform):
 
 def detection_transforms(
     convention: str | LabelConvention,
-    input_size: Sequence[int],
+    roi_size: Sequence[int],
     pixdim: Sequence[float] | None = None,
     region: str = "WT",
     min_voxels: int = 20,
@@ -137,11 +137,11 @@ def detection_transforms(
     train: bool = False,
     flip_prob: float = 0.5,
 ) -> Compose:
-    """Preprocessing -> boxes on the preprocessed grid -> resize to ``input_size`` (-> random flips, jitter)."""
+    """Preprocessing -> boxes on the preprocessed grid -> resize to ``roi_size`` (-> random flips, jitter)."""
     transforms = [
         *preprocessing(convention, pixdim, with_label=with_label),
         DetectionTargetsd(region, min_voxels, from_label=with_label),
-        Resized(keys="image", spatial_size=tuple(input_size), mode="trilinear"),
+        Resized(keys="image", spatial_size=tuple(roi_size), mode="trilinear"),
         EnsureTyped(keys="image", track_meta=False),
     ]
     if train:
@@ -194,7 +194,11 @@ def read_boxes_json(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     return out
 
 
-class DetectionDataModule(BratsDataModule):
+class DetectionDataModule(CaseDataModule):
+    step_seeded = False  # a plain shuffled stream
+    collate_fn = staticmethod(collate_detection)
+
+    # The typed argument list is repeated in every datamodule: LightningCLI reads each class's own signature.
     def __init__(
         self,
         data_dir: str,
@@ -204,7 +208,7 @@ class DetectionDataModule(BratsDataModule):
         fold: int | None = None,
         val_fraction: float = 0.2,
         test_dir: str | None = None,
-        input_size: tuple[int, int, int] = (64, 64, 64),
+        roi_size: tuple[int, int, int] = (64, 64, 64),
         pixdim: tuple[float, float, float] | None = None,
         region: Literal["TC", "WT", "ET"] = "WT",
         min_voxels: int = 20,
@@ -219,8 +223,8 @@ class DetectionDataModule(BratsDataModule):
         """
         Args:
             data_dir, layout, label_convention, datalist, fold, val_fraction, test_dir, pixdim, num_workers,
-                cache, cache_dir, seed: as for ``BratsDataModule``.
-            input_size: every scan is resized to this [X, Y, Z] after the head crop.
+                cache, cache_dir, seed: as for ``medseg.data.datamodule.SegmentationDataModule``.
+            roi_size: every scan is resized to this [X, Y, Z] after the head crop.
             region: the label region whose connected components are the objects (``TC``, ``WT``, ``ET``).
             min_voxels: smallest component kept as an object, in voxels of the preprocessed grid.
             boxes_json: world-mm boxes per case (see the module doc) instead of boxes from label maps; only
@@ -228,27 +232,24 @@ class DetectionDataModule(BratsDataModule):
             flip_prob: probability of a training flip along each axis.
             batch_size: scans per training step (validation uses the same).
         """
-        super().__init__(
-            data_dir, layout, label_convention, datalist, fold, val_fraction, test_dir,
-            pixdim=pixdim, batch_size=batch_size, num_workers=num_workers, cache=cache, cache_dir=cache_dir, seed=seed,
-        )  # fmt: skip
+        super().__init__()
 
-    def _split(self, cases: list[dict]) -> dict[str, list[dict]]:
+    def _usable(self, index: DatasetIndex, data_dir: str, datalist: str | None) -> list[dict]:
+        """Labelled cases (boxes from label maps), or with ``boxes_json`` the cases it names, with their boxes."""
         if not self.hparams.boxes_json:
-            return super()._split(cases)
+            return super()._usable(index, data_dir, datalist)
         boxes = read_boxes_json(self.hparams.boxes_json)
-        known = {c["case_id"] for c in cases}
-        unknown = sorted(set(boxes) - known)
+        unknown = sorted(set(boxes) - {c["case_id"] for c in index.cases})
         if unknown:
-            raise LayoutError(
-                f"{self.hparams.boxes_json}: names {len(unknown)} case(s) not in {self.hparams.data_dir}, e.g. {unknown[:3]}"
-            )
+            raise LayoutError(f"{self.hparams.boxes_json}: names {len(unknown)} case(s) not in {data_dir}, e.g. {unknown[:3]}")
         annotated = [
-            {**c, "label": True, "boxes_mm": boxes[c["case_id"]][0], "box_labels": boxes[c["case_id"]][1]}
-            for c in cases
+            {**c, "label": None, "boxes_mm": boxes[c["case_id"]][0], "box_labels": boxes[c["case_id"]][1]}
+            for c in index.cases
             if c["case_id"] in boxes
-        ]  # label=True: BratsDataModule splits labelled cases; the label map itself is not read
-        return {k: [{**c, "label": None} for c in v] for k, v in super()._split(annotated).items()}
+        ]  # the label map itself is not read
+        if not annotated:
+            raise LayoutError(f"{self.hparams.boxes_json}: names no case; training needs annotated cases")
+        return annotated
 
     def _test_cases(self) -> list[dict]:
         if self.hparams.boxes_json and self.hparams.test_dir:
@@ -258,25 +259,9 @@ class DetectionDataModule(BratsDataModule):
             )
         return super()._test_cases()
 
-    def _transforms(self, train: bool) -> Compose:
+    def transform(self, train: bool) -> Compose:
         h = self.hparams
         return detection_transforms(
-            self.convention, h.input_size, h.pixdim, h.region, h.min_voxels,
+            self.convention, h.roi_size, h.pixdim, h.region, h.min_voxels,
             with_label=not h.boxes_json, train=train, flip_prob=h.flip_prob,
         )  # fmt: skip
-
-    def _loader(self, cases: list[dict], train: bool) -> DataLoader:
-        return DataLoader(
-            self._dataset(cases, self._transforms(train), cached=True),
-            batch_size=self.hparams.batch_size,
-            shuffle=train,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=train and self.hparams.num_workers > 0,
-            collate_fn=collate_detection,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["train"], train=True)
-
-    def _eval_loader(self, cases: list[dict]) -> DataLoader:
-        return self._loader(cases, train=False)

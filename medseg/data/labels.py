@@ -13,6 +13,7 @@ in a dataset read as BraTS 2021, say) is an error, never a silently empty region
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
@@ -92,6 +93,16 @@ MSD = LabelConvention(
     paint_order=(("WT", 1), ("TC", 2), ("ET", 3)),
 )
 CONVENTIONS = {c.name: c for c in (BRATS2021, BRATS2023, MSD)}
+
+
+# Case-id prefixes that name a convention: BraTS2021_00000 (BraTS20_Training_001, ...) is BraTS 2021;
+# BraTS-GLI-00000-000 (-MEN-, -MET-, -PED-, -SSA-, ...) is BraTS 2023 and later.
+CASE_ID_PATTERNS = {"brats2021": re.compile(r"BraTS\d{2,4}_"), "brats2023": re.compile(r"BraTS-[A-Za-z]+-")}
+
+
+def convention_of_case_id(case_id: str) -> str | None:
+    """Name of the convention a BraTS case id implies (see ``CASE_ID_PATTERNS``), or None."""
+    return next((name for name, pattern in CASE_ID_PATTERNS.items() if pattern.match(case_id)), None)
 
 
 def get_convention(name: str | LabelConvention) -> LabelConvention:

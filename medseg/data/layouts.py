@@ -1,7 +1,7 @@
 """Dataset layouts: a dataset folder or datalist JSON, read as it comes, into a list of case dicts.
 
 The readers look at folder listings, file names and JSON files only; voxel data is never loaded here
-(:func:`find_predict_cases` reads the header of an image whose name does not say its modality).
+(``medseg.data.predict_inputs`` finds the cases to predict on).
 
 Layouts, told apart by :func:`detect_layout`:
 
@@ -14,65 +14,53 @@ Layouts, told apart by :func:`detect_layout`:
   ... + ``labelsTr/<case>.nii.gz`` + optional ``imagesTs/``.
 - ``datalist``: a MONAI-style JSON ``{"training": [{"image": [...], "label": ..., "fold": k}], ...}``.
 
-Every case dict holds, whatever the layout::
-
-    case_id        str
-    image          list[str]: one file per modality in CANONICAL_MODALITIES order (t1, t1ce, t2, flair),
-                   or str: one 4-D file (MSD)
-    channel_order  list[int], only with a 4-D file: where t1, t1ce, t2, flair sit on the file's last axis
-    label          str | None (None for validation/test cases without a label)
-    fold           int | None
-
-Paths are absolute (the root made absolute, symlinks kept as they are).
+Every reader returns case dicts as ``medseg.data.cases`` describes them.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-
-from medseg.data.labels import (
-    BRATS2021,
-    BRATS2023,
-    CONVENTIONS,
-    MSD,
-    LabelConvention,
-    get_convention,
+from medseg.data.cases import (
+    _NNUNET_NAME,
+    MODALITIES,
+    _case,
+    _channel_order,
+    _data_path,
+    _image_files,
+    _is_hidden,
+    _load_json_object,
+    _map_channels,
+    _named_modality,
+    _stem,
+    _unique,
 )
+from medseg.data.guess_convention import _convention_from_labels, _convention_from_names
+from medseg.data.labels import BRATS2021, BRATS2023, MSD, LabelConvention, get_convention
 from medseg.errors import CaseError, LayoutError
 
-CANONICAL_MODALITIES = ("t1", "t1ce", "t2", "flair")  # channel order of every model medseg trains
 LAYOUTS = ("brats2021", "brats2023", "msd", "nnunet", "datalist")
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
-# Lower-case modality name -> canonical; looked up with spaces, "-" and "_" removed (T1-Gd -> t1gd).
-MODALITY_ALIASES: dict[str, str] = {
-    **dict.fromkeys(("t1", "t1n", "t1w", "t1native"), "t1"),
-    **dict.fromkeys(("t1ce", "t1c", "t1gd", "t1wce", "t1post", "t1contrast"), "t1ce"),
-    **dict.fromkeys(("t2", "t2w"), "t2"),
-    **dict.fromkeys(("flair", "t2f", "t2flair"), "flair"),
-}
 
-# BraTS folder layouts: separator before the file suffix, and the suffix of each canonical modality.
 _BRATS_NAMING = {
     "brats2021": ("_", {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}),
     "brats2023": ("-", {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}),
 }
+
+
 _DEFAULT_CONVENTION = {"brats2021": BRATS2021, "brats2023": BRATS2023, "msd": MSD}
+
+
 _TRIED = (
     "brats2021 (<case>/<case>_t1.nii.gz ...), brats2023 (<case>/<case>-t1n.nii.gz ...), "
     "msd and nnunet (dataset.json + imagesTr/), datalist (a .json file)"
 )
+
+
 _DATALIST_SECTIONS = ("training", "validation", "testing", "test")
-_NNUNET_NAME = re.compile(r"(.+)_(\d{4})")  # <case>_0000
-_NAMED_MODALITY = re.compile(r"(.+)[_-]([A-Za-z0-9]+)")  # <case>_t1ce, <case>-t2f (last separator)
 
 
 @dataclass
@@ -87,14 +75,6 @@ class DatasetIndex:
     def folds(self) -> list[int]:
         """Sorted distinct folds of the cases, [] if none has one."""
         return sorted({case["fold"] for case in self.cases if case.get("fold") is not None})
-
-
-def canonical_modality(name: str) -> str | None:
-    """Canonical modality of a channel name or file suffix (``T1w`` -> ``t1``, ``t2f`` -> ``flair``), or None."""
-    return MODALITY_ALIASES.get(re.sub(r"[\s_-]", "", str(name).lower()))
-
-
-# ---------------------------------------------------------------------------------------------- detection
 
 
 def detect_layout(root: str | Path) -> str:
@@ -139,9 +119,6 @@ def _detect_from_dataset_json(root: Path) -> str:
         f"{path}: neither nnU-Net (no 'channel_names'), MSD (no imagesTr/ folder beside it) "
         f"nor a datalist (no 'training', 'validation' or 'testing' list)"
     )
-
-
-# ---------------------------------------------------------------------------------------------- reading
 
 
 def read_dataset(
@@ -214,7 +191,7 @@ def _read_brats(root: Path, layout: str, override: LabelConvention | None) -> Da
                 raise CaseError(f"missing the {modality} image {expected} (found: {found})", folder.name, folder)
             return str(paths[0]) if paths else None
 
-        image = [find(suffixes[m], m) for m in CANONICAL_MODALITIES]
+        image = [find(suffixes[m], m) for m in MODALITIES]
         cases.append(_case(folder.name, image, label=find("seg", None)))
     return DatasetIndex(layout, override or _DEFAULT_CONVENTION[layout], root, _unique(cases, root))
 
@@ -271,7 +248,7 @@ def _read_nnunet(root: Path, override: LabelConvention | None) -> DatasetIndex:
         for number, paths in sorted(files.items()):
             if number not in channels.values():
                 raise CaseError(f"channel {number:04d} is not in dataset.json {key}", case_id, paths[0])
-        missing = [f"{case_id}_{channels[m]:04d}{ending} ({m})" for m in CANONICAL_MODALITIES
+        missing = [f"{case_id}_{channels[m]:04d}{ending} ({m})" for m in MODALITIES
                    if channels[m] not in files]  # fmt: skip
         if missing:
             raise CaseError(f"missing the image {', '.join(missing)}", case_id, folder)
@@ -280,7 +257,7 @@ def _read_nnunet(root: Path, override: LabelConvention | None) -> DatasetIndex:
             label = root / "labelsTr" / f"{case_id}{ending}"
             if not label.is_file():
                 raise CaseError(f"no label labelsTr/{label.name}", case_id, folder)
-        image = [str(files[channels[m]][0]) for m in CANONICAL_MODALITIES]
+        image = [str(files[channels[m]][0]) for m in MODALITIES]
         cases.append(_case(case_id, image, label))
     cases = _unique(cases, root)
     return DatasetIndex("nnunet", convention, root, sorted(cases, key=lambda c: c["case_id"]))
@@ -327,10 +304,10 @@ def _datalist_case(entry: Any, where: str, root: Path, source: Path, meta: dict)
                 problem = f"{where}: two {modality} images, {by_modality[modality]!r} and {p!r}"
                 raise CaseError(problem, case_id, source)
             by_modality[modality] = p
-        missing = [m for m in CANONICAL_MODALITIES if m not in by_modality]
+        missing = [m for m in MODALITIES if m not in by_modality]
         if missing:
             raise CaseError(f"{where}: no {', '.join(missing)} image among {image}", case_id, source)
-        image = [_data_path(root, by_modality[m], where, source, case_id) for m in CANONICAL_MODALITIES]
+        image = [_data_path(root, by_modality[m], where, source, case_id) for m in MODALITIES]
         channel_order = None
     else:
         raise CaseError(f"{where}: 'image' must be a path or a list of paths, found {image!r}", path=source)
@@ -348,193 +325,6 @@ _READERS = {
     "nnunet": _read_nnunet,
     "datalist": _read_datalist_layout,
 }
-
-
-# ---------------------------------------------------------------------------------------------- predict inputs
-
-
-def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
-    """Cases to predict (label None), sorted by case id, from files and folders given on the command line.
-
-    Each input may be: modality files of one case named BraTS-style (``<case>_t1ce``, ``<case>-t2f``...) or
-    nnU-Net-style (``<case>_0000`` ... ``_0003``); a case folder; a folder of case folders; a flat folder of
-    such files (nnU-Net ``imagesTs/``); a 4-D image with the modalities on its last axis; or a mix.
-    Files ending in ``_seg``/``-seg`` are skipped. Image files: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.mhd``;
-    DICOM: a case folder holding one series sub-folder per modality (``t1/``, ``t1ce/``, ``t2/``, ``flair/``
-    of ``.dcm`` files), or a folder of such case folders.
-
-    Channel order of ``_000K`` files and of 4-D images comes from a ``dataset.json`` beside them or in the
-    folder above (nnU-Net ``channel_names`` or MSD ``modality``); without one it is ASSUMED to be canonical,
-    t1, t1ce, t2, flair. Note that MSD data and nnU-Net's own BraTS conversion do not use that order: give
-    their dataset.json.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    files: dict[str, Path] = {}  # the same file given twice (a folder and a file in it) counts once
-    dicom_cases = []
-    for item in map(Path, inputs):
-        if item.is_dir() and (dicom := _dicom_cases(item)):
-            dicom_cases += dicom
-            continue
-        if item.is_dir():
-            found = _predict_folder_files(item)
-        elif item.is_file():
-            if _split_suffix(item.name) is None:
-                raise LayoutError(f"{item}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
-            found = [item]
-        else:
-            raise LayoutError(f"{item}: no such file or folder")
-        files.update((os.path.abspath(p), Path(os.path.abspath(p))) for p in found)
-    if not files and not dicom_cases:
-        raise LayoutError("no inputs to predict on")
-    cases = _group_predict_files(sorted(files.values())) + dicom_cases
-    return sorted(_unique(cases, "the prediction inputs"), key=lambda c: c["case_id"])
-
-
-def _dicom_case(folder: Path) -> dict | None:
-    """A case folder of DICOM series, one sub-folder per modality named by it (``t1/``, ``T1ce/``, ``flair/``...)."""
-    series = {canonical_modality(sub.name): sub for sub in folder.iterdir() if sub.is_dir() and not _is_hidden(sub)}
-    series.pop(None, None)
-    if not series or not any(any(f.suffix.lower() == ".dcm" for f in sub.iterdir()) for sub in series.values()):
-        return None
-    missing = [m for m in CANONICAL_MODALITIES if m not in series]
-    if missing:
-        raise CaseError(f"DICOM case folder lacks the {', '.join(missing)} series (one sub-folder per modality)", folder.name, folder)
-    return _case(folder.name, [str(series[m].absolute()) for m in CANONICAL_MODALITIES], label=None)
-
-
-def _dicom_cases(folder: Path) -> list[dict]:
-    """DICOM cases: ``folder`` itself, or its sub-folders (a folder of DICOM case folders)."""
-    if case := _dicom_case(folder):
-        return [case]
-    subs = [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and not _is_hidden(sub)]
-    return [case for sub in subs if (case := _dicom_case(sub))]
-
-
-def _predict_folder_files(folder: Path) -> list[Path]:
-    stems = _image_files(folder)
-    if not stems:  # a folder of case folders
-        stems = {}
-        for sub in sorted(folder.iterdir()):
-            if sub.is_dir() and not _is_hidden(sub) and not sub.name.startswith("labels"):  # labelsTr/ of nnU-Net, MSD
-                stems.update({str(sub / s): paths for s, paths in _image_files(sub).items()})
-    if not stems:
-        raise LayoutError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or in its sub-folders")
-    return [p for paths in stems.values() for p in paths]
-
-
-def _group_predict_files(files: list[Path]) -> list[dict]:
-    groups: dict[tuple[Path, str, str], dict] = {}  # (folder, case id, naming) -> modality or channel -> paths
-    cases = []
-    for path in files:
-        stem = _split_suffix(path.name)[0]
-        if re.search(r"[_-]seg$", stem, re.IGNORECASE):
-            continue
-        if match := _NNUNET_NAME.fullmatch(stem):
-            groups.setdefault((path.parent, match[1], "nnunet"), {}).setdefault(int(match[2]), []).append(path)
-        elif named := _named_modality(path.name):
-            groups.setdefault((path.parent, named[0], "named"), {}).setdefault(named[1], []).append(path)
-        else:
-            cases.append(_predict_4d_case(path, stem))
-    for (folder, case_id, naming), found in groups.items():
-        for key, paths in found.items():
-            if len(paths) > 1:
-                raise CaseError(f"two files for {key}: {', '.join(p.name for p in paths)}", case_id, folder)
-        if naming == "nnunet":
-            channels = _nearby_channels(folder)  # canonical modality -> channel number
-            for number in found:
-                if number not in channels.values():
-                    problem = f"unexpected channel file {found[number][0].name} (channels are 0-3)"
-                    raise CaseError(problem, case_id, folder)
-            found = {m: found[channels[m]] for m in CANONICAL_MODALITIES if channels[m] in found}
-        missing = [m for m in CANONICAL_MODALITIES if m not in found]
-        if missing:
-            names = ", ".join(p.name for paths in found.values() for p in paths)
-            raise CaseError(f"missing the {', '.join(missing)} image (found: {names})", case_id, folder)
-        image = [str(found[m][0]) for m in CANONICAL_MODALITIES]
-        cases.append(_case(case_id, image, label=None))
-    return cases
-
-
-def _predict_4d_case(path: Path, case_id: str) -> dict:
-    shape = _image_shape(path, case_id)
-    if len(shape) != 4 or shape[-1] != len(CANONICAL_MODALITIES):
-        raise CaseError(
-            f"cannot tell its modality from the name (expected a suffix like _t1ce, -t1c or _0001) and it is "
-            f"not a 4-channel image (shape {shape})",
-            case_id,
-            path,
-        )
-    channels = _nearby_channels(path.parent)
-    order = [channels[m] for m in CANONICAL_MODALITIES]
-    return _case(case_id, str(path), label=None, channel_order=order)
-
-
-def _nearby_channels(folder: Path) -> dict[str, int]:
-    """Canonical modality -> channel number, from a dataset.json in ``folder`` or above it, else canonical."""
-    for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
-        if candidate.is_file():
-            meta = _load_json_object(candidate)
-            names = meta.get("channel_names", meta.get("modality"))
-            if isinstance(names, dict):
-                return _map_channels(names, candidate, "channel_names" if "channel_names" in meta else "modality")
-    return {m: i for i, m in enumerate(CANONICAL_MODALITIES)}
-
-
-def _image_shape(path: Path, case_id: str) -> tuple[int, ...]:
-    """Shape read from the header only (a 4-D image with 4 channels reads as (X, Y, Z, 4))."""
-    try:
-        if path.name.lower().endswith((".nii", ".nii.gz")):
-            return tuple(nib.load(str(path)).shape)
-        import SimpleITK as sitk  # only for .nrrd / .mha / .mhd
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        components = reader.GetNumberOfComponents()
-        return tuple(reader.GetSize()) + ((components,) if components > 1 else ())
-    except Exception as err:  # noqa: BLE001 - any reader failure is reported as this file's problem
-        raise CaseError(f"cannot read the image header: {err}", case_id, path) from None
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def _case(
-    case_id: str, image: list[str] | str, label: str | Path | None, fold: int | None = None, channel_order=None
-) -> dict:
-    """One case dict of the contract in the module docstring (``channel_order`` only for a 4-D image)."""
-    case = {"case_id": case_id, "image": image, "label": None if label is None else str(label), "fold": fold}
-    if channel_order is not None:
-        case["channel_order"] = channel_order
-    return case
-
-
-def _split_suffix(name: str) -> tuple[str, str] | None:
-    """``a_t1.nii.gz`` -> (``a_t1``, ``.nii.gz``); None for a file that is not an image."""
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    return None
-
-
-def _stem(name: str) -> str:
-    base = Path(str(name)).name
-    split = _split_suffix(base)
-    return split[0] if split else base
-
-
-def _named_modality(name: str) -> tuple[str, str] | None:
-    """``BraTS2021_00000_t1ce.nii.gz`` -> (``BraTS2021_00000``, ``t1ce``); None if no modality suffix."""
-    split = _split_suffix(name)
-    match = _NAMED_MODALITY.fullmatch(split[0]) if split else None
-    modality = canonical_modality(match[2]) if match else None
-    return (match[1], modality) if modality else None
-
-
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name == "__MACOSX"  # ._* files are macOS archive residue
 
 
 def _listing(root: Path) -> list[Path]:
@@ -556,16 +346,6 @@ def _describe(entries: list[Path]) -> str:
             more = ", ..." if len(items) > 3 else ""
             parts.append(f"{len(items)} {kind}{'s' if len(items) > 1 else ''} ({', '.join(items[:3])}{more})")
     return " and ".join(parts) or "nothing"
-
-
-def _image_files(folder: Path) -> dict[str, list[Path]]:
-    """Image files directly in ``folder``, by stem (the name without its image suffix)."""
-    found: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        split = _split_suffix(path.name)
-        if split and not _is_hidden(path) and path.is_file():
-            found.setdefault(split[0], []).append(path)
-    return found
 
 
 def _case_folders(root: Path) -> list[tuple[Path, dict[str, list[Path]]]]:
@@ -602,137 +382,3 @@ def _nnunet_files(root: Path, ending: str = ".nii.gz") -> tuple[dict[tuple[Path,
             else:
                 strays.append(path)
     return by_case, strays
-
-
-def _load_json_object(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise LayoutError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise LayoutError(f"{path}: cannot read: {err}") from None
-    if not isinstance(meta, dict):
-        raise LayoutError(f"{path}: expected a JSON object, found a {type(meta).__name__}")
-    return meta
-
-
-def _data_path(root: Path, name: Any, where: str, source: Path, case_id: str | None) -> str:
-    """A path from a JSON file, made absolute under ``root``; it must stay inside ``root`` and exist."""
-    if not isinstance(name, str) or not name:
-        raise CaseError(f"{where}: expected a file path, found {name!r}", case_id, source)
-    path = os.path.normpath(os.path.join(root, name))  # lexical: symlinks inside the root stay allowed
-    if os.path.commonpath([path, str(root)]) != str(root):
-        raise CaseError(f"{where}: {name!r} leads outside the data root {root}", case_id, source)
-    if not os.path.isfile(path):
-        raise CaseError(f"{where}: {name!r} not found ({path})", case_id, source)
-    return path
-
-
-def _map_channels(names: dict, source: Path, key: str) -> dict[str, int]:
-    """``{"0": "FLAIR", "1": "T1w", ...}`` -> ``{"flair": 0, "t1": 1, ...}``; errors name the channel."""
-    found: dict[str, int] = {}
-    for number, name in names.items():
-        if not str(number).isdigit():
-            raise LayoutError(f"{source}: {key} key {number!r} is not a channel number")
-        modality = canonical_modality(name)
-        if modality is None:
-            raise LayoutError(
-                f"{source}: {key} channel {number} {name!r} is not a known modality "
-                f"(medseg trains on {', '.join(CANONICAL_MODALITIES)}; known names: {', '.join(MODALITY_ALIASES)})"
-            )
-        if modality in found:
-            raise LayoutError(f"{source}: {key} channels {found[modality]} and {number} are both {modality}")
-        found[modality] = int(number)
-    missing = [m for m in CANONICAL_MODALITIES if m not in found]
-    if missing:
-        raise LayoutError(f"{source}: {key} has no {', '.join(missing)} channel (found {dict(names)})")
-    return found
-
-
-def _channel_order(meta: dict, source: Path) -> list[int]:
-    """Where t1, t1ce, t2, flair sit on the last axis of 4-D images, from the JSON's ``modality``."""
-    if not isinstance(meta.get("modality"), dict):
-        raise LayoutError(
-            f"{source}: no 'modality' entry, so which channel of the 4-D images is which is unknown "
-            f"(expected e.g. {{\"0\": \"FLAIR\", \"1\": \"T1w\", \"2\": \"t1gd\", \"3\": \"T2w\"}})"
-        )
-    channels = _map_channels(meta["modality"], source, "modality")
-    return [channels[m] for m in CANONICAL_MODALITIES]
-
-
-def _unique(cases: list[dict], source: str | Path) -> list[dict]:
-    """``cases`` unchanged; a ``LayoutError`` naming both files if a case id appears twice."""
-    seen: dict[str, dict] = {}
-    for case in cases:
-        first = seen.setdefault(case["case_id"], case)
-        if first is not case:
-            files = [c["image"] if isinstance(c["image"], str) else c["image"][0] for c in (first, case)]
-            raise LayoutError(f"{source}: case {case['case_id']} appears twice ({files[0]} and {files[1]})")
-    return cases
-
-
-_NAME_CONVENTIONS = ((re.compile(r"BraTS\d{2,4}_"), BRATS2021), (re.compile(r"BraTS-[A-Za-z]+-"), BRATS2023))
-
-
-def _convention_from_names(cases: list[dict], source: Path) -> LabelConvention:
-    """BraTS2021_* (BraTS20_*, ...) -> brats2021, BraTS-GLI-* (-MEN-, ...) -> brats2023; else a LayoutError."""
-    found = set()
-    for case in cases:
-        matches = [conv.name for pattern, conv in _NAME_CONVENTIONS if pattern.match(case["case_id"])]
-        found.add(matches[0] if matches else None)
-    if len(found) == 1 and None not in found:
-        return CONVENTIONS[found.pop()]
-    example = cases[0]["case_id"] if cases else "no cases"
-    raise LayoutError(
-        f"{source}: cannot tell the label convention from the case names (e.g. {example}); "
-        f"pass label_convention= (one of {', '.join(CONVENTIONS)})"
-    )
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[^a-z]", "", str(name).lower())
-
-
-def _label_role(name: str) -> str | None:
-    """Sub-region a label name stands for: ``core`` (necrosis / non-enhancing), ``edema`` or ``enhancing``."""
-    n = _normalise(name)
-    if "edema" in n or n in ("ed", "snfh"):
-        return "edema"
-    if "necro" in n or "nonenhancing" in n or n in ("ncr", "net", "netc", "ncrnet"):
-        return "core"
-    if "enhancing" in n or n == "et":
-        return "enhancing"
-    return None
-
-
-_REGION_NAMES = {"wholetumor": "WT", "wholetumour": "WT", "wt": "WT", "tumorcore": "TC", "tumourcore": "TC",
-                 "tc": "TC", "enhancingtumor": "ET", "enhancingtumour": "ET", "et": "ET"}  # fmt: skip
-
-
-def _match_labels(labels: dict) -> LabelConvention | None:
-    """The convention an nnU-Net dataset.json ``labels`` entry describes, or None."""
-    if all(str(k).isdigit() for k in labels):  # nnU-Net v1 / MSD: {"0": "background", "1": "edema", ...}
-        labels = {name: int(value) for value, name in labels.items()}
-    labels = {name: value for name, value in labels.items() if _normalise(name) != "background"}
-    if any(isinstance(v, list) for v in labels.values()):  # region-based: {"whole_tumor": [1, 2, 3], ...}
-        regions = {_REGION_NAMES.get(_normalise(n)): frozenset(v if isinstance(v, list) else [v])
-                   for n, v in labels.items()}  # fmt: skip
-        if None in regions or len(regions) != len(labels):
-            return None
-        targets = [(conv, {r: frozenset(v) for r, v in conv.regions.items()}) for conv in CONVENTIONS.values()]
-    else:
-        regions = {_label_role(n): v for n, v in labels.items()}
-        if None in regions or len(regions) != len(labels):
-            return None
-        targets = [(conv, {_label_role(n): v for n, v in conv.labels.items()}) for conv in CONVENTIONS.values()]
-    return next((conv for conv, target in targets if target == regions), None)
-
-
-def _convention_from_labels(labels: Any, source: Path) -> LabelConvention:
-    convention = _match_labels(labels) if isinstance(labels, dict) else None
-    if convention is None:
-        raise LayoutError(
-            f"{source}: cannot tell the label convention from its labels {labels}; "
-            f"pass label_convention= (one of {', '.join(CONVENTIONS)})"
-        )
-    return convention

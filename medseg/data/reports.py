@@ -18,7 +18,7 @@ used to score zero-shot classification.
 
 Batches of :class:`ReportDataModule` (``monai.data.DataLoader`` collation)::
 
-    image       float32 [B, 4, *image_size]   RAS, head-cropped, channel-normalised, resized (or cropped)
+    image       float32 [B, 4, *roi_size]     RAS, head-cropped, channel-normalised, resized (or cropped)
     report      list[str] (B)
     case_id     list[str] (B)
     labels      dict[str, list[str]]          label name -> B values ("" where a pair has none)
@@ -35,16 +35,17 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data import DataLoader
 from monai.transforms import Compose, EnsureTyped, Resized, ResizeWithPadOrCropd
 
-from medseg.data.layouts import DatasetIndex, find_predict_cases, read_dataset
+from medseg.data.base import CaseDataModule
+from medseg.data.layouts import DatasetIndex, read_dataset
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.data.transforms import preprocessing
 from medseg.errors import CaseError, LayoutError
-from medseg.io import check_case_files
+from medseg.io import write_atomic
 
 REPORTS_FILE = "reports.jsonl"  # what write_demo_reports writes beside demo_truth.json
 
@@ -177,11 +178,7 @@ def write_demo_reports(
         if lesions:
             line["labels"] = lesion_labels(max(lesions, key=lambda lesion: lesion["volume_ml"]), thresholds)
         lines.append(json.dumps(line))
-    path = root / filename
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(root / filename, "\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ reading pairs
@@ -290,16 +287,16 @@ def _case_from_files(row: dict, root: Path, where: str, source: Path) -> dict:
 
 
 def pair_transforms(
-    image_size: Sequence[int],
+    roi_size: Sequence[int],
     spatial_mode: Literal["resize", "crop"] = "resize",
     pixdim: Sequence[float] | None = None,
 ) -> Compose:
     """Preprocessing of ``medseg.data.transforms`` (RAS, optional resampling, head crop, normalisation), then
-    ``resize`` of the head box to ``image_size`` or a centred ``crop`` (padding where smaller). Deterministic:
+    ``resize`` of the head box to ``roi_size`` or a centred ``crop`` (padding where smaller). Deterministic:
     training augmentation runs on whole batches (:func:`augment_batch`)."""
     if spatial_mode not in ("resize", "crop"):
         raise ValueError(f"spatial_mode must be 'resize' or 'crop', got {spatial_mode!r}")
-    size = tuple(int(s) for s in image_size)
+    size = tuple(int(s) for s in roi_size)
     fit = Resized("image", spatial_size=size, mode="area") if spatial_mode == "resize" else ResizeWithPadOrCropd("image", size)
     transforms = [*preprocessing("brats2021", pixdim, with_label=False), fit]  # no label: the convention is unused
     return Compose([*transforms, EnsureTyped("image", track_meta=False)])
@@ -334,7 +331,10 @@ def augment_batch(
 # ------------------------------------------------------------------------------------------ datamodule
 
 
-class ReportDataModule(pl.LightningDataModule):
+class ReportDataModule(CaseDataModule):
+    step_seeded = False  # a plain shuffled stream
+
+    # The typed argument list is repeated in every datamodule: LightningCLI reads each class's own signature.
     def __init__(
         self,
         reports: str,
@@ -343,7 +343,7 @@ class ReportDataModule(pl.LightningDataModule):
         datalist: str | None = None,
         val_reports: str | None = None,
         val_fraction: float = 0.1,
-        image_size: tuple[int, int, int] = (32, 32, 32),
+        roi_size: tuple[int, int, int] = (32, 32, 32),
         spatial_mode: Literal["resize", "crop"] = "resize",
         pixdim: tuple[float, float, float] | None = None,
         augment: bool = True,
@@ -362,8 +362,8 @@ class ReportDataModule(pl.LightningDataModule):
             val_reports: a second pairs file to validate on (same ``data_dir``, or paths of its own); without
                 it a seeded ``val_fraction`` of ``reports`` is held out.
             val_fraction: share of pairs held out when no ``val_reports`` (0: none).
-            image_size: network input size [X, Y, Z]; multiples of 32 for Swin, of the patch for ViT.
-            spatial_mode: ``resize`` the head box to ``image_size`` (the whole head, as the report sees it), or
+            roi_size: network input size [X, Y, Z]; multiples of 32 for Swin, of the patch for ViT.
+            spatial_mode: ``resize`` the head box to ``roi_size`` (the whole head, as the report sees it), or
                 ``crop`` it centrally (native resolution).
             pixdim: resample to this voxel spacing in mm first; None keeps the native grid.
             augment: random affine and intensity jitter of training batches, after they reach the device
@@ -375,28 +375,22 @@ class ReportDataModule(pl.LightningDataModule):
             seed: seed of the train/validation split.
         """
         super().__init__()
-        self.save_hyperparameters()
-        if cache == "disk" and not cache_dir:
-            raise ValueError("data.cache 'disk' needs data.cache_dir")
-        self.splits: dict[str, list[dict]] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        hp = self.hparams
-        pairs = read_pairs(hp.reports, hp.data_dir, hp.layout, hp.datalist)
-        if hp.val_reports:
-            train, val = pairs, read_pairs(hp.val_reports, hp.data_dir, hp.layout, hp.datalist)
+    def _read(self) -> list[dict]:
+        h = self.hparams
+        return read_pairs(h.reports, h.data_dir, h.layout, h.datalist)
+
+    def _split(self, pairs: list[dict]) -> dict[str, list[dict]]:
+        """``val_reports`` validates if given, else a seeded ``val_fraction``; ``pair_index`` counts within a split."""
+        h = self.hparams
+        if h.val_reports:
+            splits = {"train": pairs, "val": read_pairs(h.val_reports, h.data_dir, h.layout, h.datalist)}
         else:
-            shuffled = list(pairs)
-            random.Random(hp.seed).shuffle(shuffled)
-            n_val = min(round(len(shuffled) * hp.val_fraction), len(shuffled) - 1) if hp.val_fraction > 0 else 0
-            train, val = shuffled[n_val:], shuffled[:n_val]
-        for split in (train, val):
+            splits = super()._split(pairs)
+        for split in splits.values():
             for i, pair in enumerate(split):
                 pair["pair_index"] = i
-                check_case_files(pair)
-        self.splits = {"train": train, "val": val}
+        return splits
 
     def train_reports(self) -> list[str]:
         """Report texts of the training pairs (what a from-scratch tokenizer is fitted on)."""
@@ -408,34 +402,15 @@ class ReportDataModule(pl.LightningDataModule):
             batch["image"] = augment_batch(batch["image"])
         return batch
 
-    def _dataset(self, pairs: list[dict]):
-        transform = pair_transforms(self.hparams.image_size, self.hparams.spatial_mode, self.hparams.pixdim)
-        if self.hparams.cache == "none":
-            return Dataset(pairs, transform)
-        if self.hparams.cache == "disk":
-            Path(self.hparams.cache_dir).mkdir(parents=True, exist_ok=True)
-            return PersistentDataset(pairs, transform, cache_dir=self.hparams.cache_dir)
-        return CacheDataset(pairs, transform, num_workers=self.hparams.num_workers or None, progress=False)
+    def transform(self, train: bool) -> Compose:
+        """Deterministic for training too: augmentation runs on whole batches on the device."""
+        return pair_transforms(self.hparams.roi_size, self.hparams.spatial_mode, self.hparams.pixdim)
 
-    def train_dataloader(self) -> DataLoader:
-        pairs = self.splits["train"]
-        return DataLoader(
-            self._dataset(pairs),
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            drop_last=len(pairs) > self.hparams.batch_size,  # a last batch of 1 pair has no negatives
-        )
+    def _drop_last(self, n_train: int) -> bool:
+        return n_train > self.hparams.batch_size  # a last batch of 1 pair has no negatives
 
     def val_dataloader(self) -> DataLoader | list:
-        if not self.splits["val"]:
-            return []
-        return DataLoader(
-            self._dataset(self.splits["val"]),
-            batch_size=self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-        )
+        return self._eval_loader(self.splits["val"]) if self.splits["val"] else []
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()

@@ -33,11 +33,10 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from medseg.data.cases import MODALITIES
 from medseg.data.labels import LabelConvention, LabelToRegionsd, get_convention
 from medseg.errors import CaseError
 from medseg.io import SimpleITKReader, check_case_files, is_nifti
-
-N_MODALITIES = 4
 
 
 def _load_volume(path: str, case_id: str | None) -> MetaTensor:
@@ -76,14 +75,14 @@ class LoadCased(MapTransform):
     def _load_image(self, paths, channel_order, case_id) -> MetaTensor:
         if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
             volume = _load_volume(str(paths), case_id)  # one 4-D file: [X, Y, Z, C]
-            if volume.ndim != 4 or volume.shape[-1] != N_MODALITIES:
-                raise CaseError(f"has shape {tuple(volume.shape)}; expected [X, Y, Z, {N_MODALITIES}]", case_id, paths)
-            order = list(channel_order) if channel_order is not None else list(range(N_MODALITIES))
+            if volume.ndim != 4 or volume.shape[-1] != len(MODALITIES):
+                raise CaseError(f"has shape {tuple(volume.shape)}; expected [X, Y, Z, {len(MODALITIES)}]", case_id, paths)
+            order = list(channel_order) if channel_order is not None else list(range(len(MODALITIES)))
             channels = [volume[..., i] for i in order]
-            files = [str(paths)] * N_MODALITIES
+            files = [str(paths)] * len(MODALITIES)
         else:
-            if len(paths) != N_MODALITIES:
-                raise CaseError(f"has {len(paths)} image files; expected {N_MODALITIES} (t1, t1ce, t2, flair)", case_id)
+            if len(paths) != len(MODALITIES):
+                raise CaseError(f"has {len(paths)} image files; expected {len(MODALITIES)} ({', '.join(MODALITIES)})", case_id)
             channels = [_load_volume(str(p), case_id) for p in paths]
             files = [str(p) for p in paths]
         for volume, path in zip(channels, files):

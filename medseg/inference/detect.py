@@ -26,6 +26,7 @@ from medseg.boxes import (
     boxes_world_to_voxel,
     points_voxel_to_world,
 )
+from medseg.data.base import saved_roi_size
 from medseg.data.detection import detection_transforms
 from medseg.errors import find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint
@@ -75,7 +76,7 @@ class BoxDetector:
 
     Args:
         module: the trained module.
-        input_size: the size scans are resized to (the training datamodule's ``input_size``).
+        input_size: the size scans are resized to (the training datamodule's ``roi_size``).
         label_convention, pixdim: the training datamodule's (pixdim None: native grid).
         device: ``cpu``, ``cuda`` or ``auto``.
     """
@@ -97,9 +98,10 @@ class BoxDetector:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto") -> BoxDetector:
         module, data = load_checkpoint(checkpoint, DetectionModule)
-        if "input_size" not in data:
-            raise WeightsError(f"{checkpoint}: was not trained with a detection datamodule (no input_size saved)")
-        return cls(module, data["input_size"], data.get("label_convention") or "brats2021", data.get("pixdim"), device)
+        roi_size = saved_roi_size(data)
+        if roi_size is None:
+            raise WeightsError(f"{checkpoint}: was not trained with a detection datamodule (no roi_size saved)")
+        return cls(module, roi_size, data.get("label_convention") or "brats2021", data.get("pixdim"), device)
 
     @torch.inference_mode()
     def detect(self, case: dict) -> CaseBoxes:
@@ -146,7 +148,7 @@ def predict_boxes(
 
     Args:
         detector: a :class:`BoxDetector` or a checkpoint path.
-        cases: case dicts (``medseg.data.layouts.find_predict_cases``).
+        cases: case dicts (``medseg.data.predict_inputs.find_predict_cases``).
         out: output folder, created if missing.
         min_score: boxes scoring below it are left out of the JSON.
         mask_score: also write a box mask of the boxes scoring at least this; None: no mask.

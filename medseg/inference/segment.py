@@ -212,7 +212,7 @@ class Predictor:
         Returns one :class:`Prediction` per case; with ``out_dir`` also writes ``<case>.nii.gz`` there (and
         ``<case>_prob.nii.gz`` with ``probabilities``), each atomically with the input's geometry.
         """
-        from medseg.data.layouts import find_predict_cases
+        from medseg.data.predict_inputs import find_predict_cases
 
         inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         results = []

@@ -123,7 +123,7 @@ class ClipModule(pl.LightningModule):
             self.text_encoder.set_extra_state({"tokenizer": text})
 
     def _check_image_size(self, datamodule) -> None:
-        size = getattr(getattr(datamodule, "hparams", None), "image_size", None)
+        size = getattr(getattr(datamodule, "hparams", None), "roi_size", None)
         if size is None:
             return
         size = tuple(int(s) for s in size)
@@ -132,8 +132,8 @@ class ClipModule(pl.LightningModule):
         if any(s % divisor for s in size) or (expected is not None and tuple(expected) != size):
             need = f"exactly {tuple(expected)}" if expected is not None else f"multiples of {divisor}"
             raise MedsegError(
-                f"data image_size {size} does not fit {type(self.image_encoder).__name__}: it needs {need}; "
-                "set data.init_args.image_size and the encoder's size together"
+                f"data roi_size {size} does not fit {type(self.image_encoder).__name__}: it needs {need}; "
+                "set data.init_args.roi_size and the encoder's size together"
             )
 
     def on_fit_start(self) -> None:

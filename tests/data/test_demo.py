@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from medseg.commands.demo_data import main
 from medseg.data.demo import (
     CSF,
     GM,
@@ -18,7 +19,6 @@ from medseg.data.demo import (
     generate_dataset,
     write_case,
 )
-from medseg.commands.demo_data import main
 from medseg.data.labels import BRATS2021
 
 SHAPE = (48, 48, 32)

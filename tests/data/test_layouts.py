@@ -9,14 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medseg.data.cases import MODALITIES, MODALITY_ALIASES
 from medseg.data.labels import BRATS2021, BRATS2023, MSD
-from medseg.data.layouts import (
-    CANONICAL_MODALITIES,
-    MODALITY_ALIASES,
-    detect_layout,
-    find_predict_cases,
-    read_dataset,
-)
+from medseg.data.layouts import detect_layout, read_dataset
+from medseg.data.predict_inputs import find_predict_cases
 from medseg.errors import CaseError, LayoutError
 
 MSD_MODALITY = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}  # MSD Task01's own order
@@ -121,7 +117,7 @@ def test_detect_each_layout(tmp_path, make, layout):
 
 
 def test_aliases_map_to_canonical():
-    assert set(MODALITY_ALIASES.values()) == set(CANONICAL_MODALITIES)
+    assert set(MODALITY_ALIASES.values()) == set(MODALITIES)
     for name, canonical in {"t1n": "t1", "t1c": "t1ce", "t1gd": "t1ce", "t2w": "t2", "t2f": "flair"}.items():
         assert MODALITY_ALIASES[name] == canonical
 

@@ -114,7 +114,7 @@ def test_auroc_of_a_single_class_split_is_nan_not_zero():
 
 
 def _setup(data_dir, **kwargs) -> ClassificationDataModule:
-    data = ClassificationDataModule(str(data_dir), img_size=(32, 32, 32), val_fraction=0.34, **kwargs)
+    data = ClassificationDataModule(str(data_dir), roi_size=(32, 32, 32), val_fraction=0.34, **kwargs)
     data.setup("fit")
     return data
 
@@ -177,7 +177,7 @@ def test_cli_fit_and_validate(demo_data, tmp_path):
     args = [
         "--config", str(ROOT / "configs" / "vit_classifier_demo.yaml"),
         "--data.init_args.data_dir", str(demo_data),
-        "--data.init_args.img_size", "[32, 32, 32]",
+        "--data.init_args.roi_size", "[32, 32, 32]",
         "--data.init_args.val_fraction", "0.5",
         *net,
         "--trainer.default_root_dir", str(run),

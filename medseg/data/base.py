@@ -1,0 +1,221 @@
+"""The base of every medseg datamodule: read cases, split them, check their headers, cache, load.
+
+A subclass declares its typed ``__init__`` arguments (LightningCLI builds ``--help`` and the saved
+``config.yaml`` from each class's own signature) and calls ``super().__init__()``, which saves them as
+hyperparameters. Names the base reads: ``data_dir``, ``val_fraction``, ``seed``, ``batch_size``,
+``num_workers``, ``cache``, ``cache_dir`` and, where the subclass has them, ``layout``,
+``label_convention``, ``datalist``, ``fold``, ``test_dir``. The network input size is ``roi_size`` in
+every datamodule.
+
+What a subclass gives: :meth:`CaseDataModule.transform` and, where its cases are not the labelled cases of
+``read_dataset``, :meth:`CaseDataModule._usable` (or :meth:`CaseDataModule._read`).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.transforms import Compose
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
+
+from medseg.data.layouts import DatasetIndex, read_dataset
+from medseg.errors import LayoutError
+from medseg.io import check_case_files
+
+OLD_SIZE_KEYS = ("img_size", "input_size", "image_size")  # classification, detection, reports before roi_size
+
+
+def saved_roi_size(data: dict) -> tuple[int, ...] | None:
+    """The network input size in a checkpoint's datamodule hyperparameters: ``roi_size``, or the name a
+    checkpoint written before the rename used (``OLD_SIZE_KEYS``); None when it holds none."""
+    for key in ("roi_size", *OLD_SIZE_KEYS):
+        if data.get(key):
+            return tuple(int(s) for s in data[key])
+    return None
+
+
+def seeded_split(cases: list[dict], val_fraction: float, seed: int) -> dict[str, list[dict]]:
+    """``{"train", "val"}``: cases sorted by id, shuffled with ``seed``; the first ``val_fraction`` validate.
+
+    With ``val_fraction > 0`` and two cases or more, at least one case validates and one trains.
+    """
+    shuffled = sorted(cases, key=lambda c: c["case_id"])
+    random.Random(seed).shuffle(shuffled)
+    n_val = round(len(shuffled) * val_fraction)
+    if val_fraction > 0 and len(shuffled) > 1:
+        n_val = max(1, n_val)
+    n_val = min(n_val, max(len(shuffled) - 1, 0))
+    return {"train": shuffled[n_val:], "val": shuffled[:n_val]}
+
+
+class StepSeededSampler(Sampler[tuple[int, int]]):
+    """The training stream as a function of the step: item ``c`` (``c = global_step x batch_size +
+    position``) is case ``perm_e[c % n]`` of epoch ``e = c // n``, shuffled with ``seed + e``.
+
+    Yields ``(case index, c)``; :class:`StepSeededDataset` reseeds the augmentation from ``c``. What a
+    step sees depends on the step alone, so a fit killed at any point and resumed from its checkpoint
+    sees exactly what an uninterrupted one would (Lightning restarts the epoch a checkpoint was saved
+    in; here that changes nothing), with or without DataLoader workers.
+    """
+
+    def __init__(self, size: int, seed: int, batch_size: int, datamodule: pl.LightningDataModule) -> None:
+        self.size, self.seed, self.batch_size, self.datamodule = size, seed, batch_size, datamodule
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        trainer = self.datamodule.trainer
+        start = trainer.global_step * self.batch_size if trainer is not None else 0
+        order, epoch = None, None
+        for c in range(start, start + self.size):
+            if c // self.size != epoch:
+                epoch = c // self.size
+                order = self._order(epoch)
+            yield order[c % self.size], c
+
+
+class StepSeededDataset(TorchDataset):
+    """Wraps a training dataset: item ``(index, c)`` reseeds the random transforms from ``(seed, c)``
+    before loading ``index``."""
+
+    def __init__(self, dataset, transform: Compose, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, counter = key
+        self.transform.set_random_state(seed=(self.seed * 1_000_003 + counter) % 2**32)
+        return self.dataset[index]
+
+
+class CaseDataModule(pl.LightningDataModule):
+    """Cases read from ``data_dir``, split into ``train`` / ``val`` (``test`` at test time), header-checked,
+    cached before the first random transform, and served by DataLoaders (see the module docstring)."""
+
+    step_seeded = True  # training stream of StepSeededSampler (resumable); False: a shuffled DataLoader
+    collate_fn = None  # a staticmethod in subclasses; None: monai.data.DataLoader's list_data_collate
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # the calling subclass's __init__ arguments
+        if self.hparams.cache == "disk" and not self.hparams.cache_dir:
+            raise ValueError("data.cache 'disk' needs data.cache_dir")
+        self.index: DatasetIndex | None = None
+        self.splits: dict[str, list[dict]] = {}
+
+    @property
+    def convention(self) -> str:
+        """Name of the label convention actually used (the layout's, unless overridden)."""
+        return self.index.convention.name
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.hparams.batch_size
+
+    def transform(self, train: bool) -> Compose:
+        """The transforms of training (``train``) or of validation / test cases."""
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        """Nothing to download: medseg reads data where it lies."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self._split(self._read())
+        if stage in (None, "fit", "validate"):
+            for case in self.splits["train"] + self.splits["val"]:
+                check_case_files(case)
+        if stage == "test":
+            self.splits["test"] = self._test_cases()
+            for case in self.splits["test"]:
+                check_case_files(case)
+
+    # ------------------------------------------------------------------------------------------ cases
+
+    def _read(self) -> list[dict]:
+        """The usable cases of ``data_dir``; records the label convention (saved in checkpoints for predict)."""
+        h = self.hparams
+        self.index = read_dataset(h.data_dir, h.get("layout", "auto"), h.get("label_convention"), h.get("datalist"))
+        h.label_convention = self.index.convention.name
+        return self._usable(self.index, h.data_dir, h.get("datalist"))
+
+    def _usable(self, index: DatasetIndex, data_dir: str, datalist: str | None) -> list[dict]:
+        """The cases of ``index`` training can use: here the labelled ones."""
+        labelled = [c for c in index.cases if c.get("label")]
+        if not labelled:
+            raise LayoutError(f"{data_dir}: no case has a label; training needs labelled cases")
+        return labelled
+
+    def _split(self, cases: list[dict]) -> dict[str, list[dict]]:
+        """``fold`` of the datalist validates, if given; else a seeded ``val_fraction`` of ``cases``."""
+        fold = self.hparams.get("fold")
+        if fold is None:
+            return seeded_split(cases, self.hparams.val_fraction, self.hparams.seed)
+        folds = self.index.folds()
+        if fold not in folds:
+            raise LayoutError(f"{self.hparams.data_dir}: fold {fold} not found; the datalist has folds {folds}")
+        return {"train": [c for c in cases if c.get("fold") != fold], "val": [c for c in cases if c.get("fold") == fold]}
+
+    def _test_cases(self) -> list[dict]:
+        """The usable cases of ``test_dir`` (any layout), else the validation split."""
+        test_dir = self.hparams.get("test_dir")
+        if not test_dir:
+            return self.splits["val"]
+        return self._usable(read_dataset(test_dir, "auto", self.hparams.get("label_convention")), test_dir, None)
+
+    # ------------------------------------------------------------------------------------------ loaders
+
+    def _dataset(self, cases: list[dict], transform: Compose):
+        """``cases`` through ``transform``, cached up to its first random transform as ``cache`` says."""
+        if self.hparams.cache == "none":
+            return Dataset(cases, transform)
+        if self.hparams.cache == "disk":
+            Path(self.hparams.cache_dir).mkdir(parents=True, exist_ok=True)
+            return PersistentDataset(cases, transform, cache_dir=self.hparams.cache_dir)
+        return CacheDataset(cases, transform, num_workers=self.hparams.num_workers or None, progress=False)
+
+    def _drop_last(self, n_train: int) -> bool:
+        return False
+
+    def train_dataloader(self) -> DataLoader:
+        transform = self.transform(train=True)
+        dataset = self._dataset(self.splits["train"], transform)
+        h = self.hparams
+        collate = {"collate_fn": self.collate_fn} if self.collate_fn else {}
+        if self.step_seeded:
+            dataset = StepSeededDataset(dataset, transform, h.seed)
+            order = {"sampler": StepSeededSampler(len(dataset), h.seed, h.batch_size, self)}
+        else:
+            order = {"shuffle": True}
+        return DataLoader(
+            dataset,
+            batch_size=h.batch_size,
+            **order,
+            num_workers=h.num_workers,
+            persistent_workers=h.num_workers > 0,
+            drop_last=self._drop_last(len(self.splits["train"])),
+            **collate,
+        )
+
+    def _eval_loader(self, cases: list[dict]) -> DataLoader:
+        dataset = self._dataset(cases, self.transform(train=False))
+        collate = {"collate_fn": self.collate_fn} if self.collate_fn else {}
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.hparams.num_workers, **collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.splits["val"])
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.splits["test"])
