@@ -33,12 +33,8 @@ sys.path.insert(0, str(ROOT))
 from medseg.cli import main as medseg_main  # noqa: E402
 from medseg.data.base import saved_roi_size  # noqa: E402
 from medseg.data.demo import generate_dataset  # noqa: E402
-from medseg.data.reports import (  # noqa: E402
-    pair_transforms,
-    read_pairs,
-    volume_terciles,
-    write_demo_reports,
-)
+from medseg.data.demo_reports import volume_terciles, write_demo_reports  # noqa: E402
+from medseg.data.reports import pair_transforms, read_pairs  # noqa: E402
 from medseg.inference.checkpoint import load_checkpoint  # noqa: E402
 from medseg.metrics.retrieval import retrieval_recall, zero_shot_metrics  # noqa: E402
 from medseg.modules.clip import ClipModule  # noqa: E402

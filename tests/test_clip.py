@@ -287,7 +287,7 @@ def test_retrieval_recall_and_auroc_against_brute_force():
 @pytest.fixture(scope="module")
 def demo_pairs(tmp_path_factory) -> Path:
     from medseg.data.demo import generate_dataset
-    from medseg.data.reports import write_demo_reports
+    from medseg.data.demo_reports import write_demo_reports
 
     root = tmp_path_factory.mktemp("clip")
     kwargs = {"shape": (32, 32, 32), "spacing": (4.0, 4.0, 4.0), "p_enhancing": 0.5, "p_necrosis": 0.5}

@@ -10,15 +10,9 @@ import pytest
 from scipy import ndimage
 
 from medseg.commands.demo_data import main
-from medseg.data.demo import (
-    CSF,
-    GM,
-    MODALITIES,
-    WM,
-    generate_case,
-    generate_dataset,
-    write_case,
-)
+from medseg.data.cases import MODALITIES
+from medseg.data.demo import generate_case, generate_dataset, write_case
+from medseg.data.demo_anatomy import CSF, GM, WM
 from medseg.data.labels import BRATS2021
 
 SHAPE = (48, 48, 32)
@@ -225,7 +219,7 @@ def test_cli_help_explains_itself(capsys):
 
 def test_default_is_skull_stripped_like_brats():
     case = generate_case("s", seed=(5, 1), shape=SHAPE)
-    from medseg.data.demo import SCALP, SKULL
+    from medseg.data.demo_anatomy import SCALP, SKULL
 
     outside = np.isin(case.tissue, (SCALP, SKULL))
     assert outside.any()
