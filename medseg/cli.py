@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
+import warnings
 
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -32,6 +34,28 @@ HELP = "usage: medseg COMMAND [options]   (medseg COMMAND --help for each)\n\nco
 )
 
 
+class _DropLitLoggerTip(logging.Filter):
+    """Drops Lightning's advert for its hosted logger (an INFO record, on every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_third_party() -> None:
+    """Silence what a medseg user can neither act on nor fix, each by its exact message and source module:
+    Lightning's own use of a torch pytree API that torch deprecated, and Lightning's litlogger advert.
+    Warnings about the user's settings (workers, logging interval, existing checkpoints) stay."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
+    rank_zero_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLitLoggerTip) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropLitLoggerTip())
+
+
 class LoggerSaveConfigCallback(SaveConfigCallback):
     """Saves config.yaml beside the run and sends the resolved config to the logger (wandb)."""
 
@@ -45,6 +69,7 @@ class MedsegCLI(LightningCLI):
     ``--ckpt_path last`` finds them again), wandb offline unless asked, the resolved config logged."""
 
     def __init__(self, args=None, run: bool = True) -> None:
+        _quiet_third_party()
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -65,6 +90,30 @@ class MedsegCLI(LightningCLI):
             experiment.finish()
 
     after_fit = after_validate = after_test = _finish_logger
+
+    def _prepare_logger(self) -> None:
+        """Before wandb starts: make its run folder, so wandb does not warn "git root ... does not exist" (it
+        looks for a git repository from there; git state is still recorded when the folder is inside one),
+        and drop the ``anonymous=None`` that WandbLogger always passes (wandb warns about any value)."""
+        logger = self.trainer.logger
+        if type(logger).__name__ != "WandbLogger":
+            return
+        if logger.save_dir:
+            os.makedirs(logger.save_dir, exist_ok=True)
+        init = getattr(logger, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("anonymous", False) is None:
+            del init["anonymous"]
+
+    before_fit = before_validate = before_test = _prepare_logger
+
+    def parse_arguments(self, parser, args) -> None:
+        # medseg always hands LightningCLI the exact arguments of its command (`medseg demo` builds them itself),
+        # so Lightning's guard against mixing args with sys.argv only warns about medseg's own command line.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="LightningCLI's args parameter is intended", module=r"pytorch_lightning\.cli"
+            )
+            super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -93,8 +142,7 @@ def _dispatch(argv: list[str]) -> int:
         print(f"medseg: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
         return 2
     os.environ.setdefault("WANDB_MODE", "offline")  # scans are patient data: nothing leaves by default
-    # From the command line LightningCLI reads sys.argv itself (given both, it warns on every run).
-    MedsegCLI(args=None if argv == sys.argv[1:] else argv)
+    MedsegCLI(args=argv)
     return 0
 
 

@@ -1,0 +1,107 @@
+"""`medseg demo` and `medseg fit` print progress and results, not warnings a user cannot act on.
+
+Each silenced message is checked where it comes from (fast), and once end to end through `medseg demo` in a
+fresh process (slow), whose whole stdout+stderr is read as a user would see it.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pytorch_lightning.loggers import WandbLogger
+
+from medseg.cli import MedsegCLI, _quiet_third_party
+
+ROOT = Path(__file__).resolve().parents[1]
+SILENCED = [
+    "LightningCLI's args parameter is intended",
+    "litlogger",
+    "The anonymous setting has no effect",
+    "does not exist",  # wandb: "git root <run dir> does not exist"
+    "LeafSpec",
+]
+TINY_NET = [
+    "--model.init_args.net", "torch.nn.Conv3d",
+    "--model.init_args.net.in_channels", "4",
+    "--model.init_args.net.out_channels", "3",
+    "--model.init_args.net.kernel_size", "3",
+    "--model.init_args.net.padding", "same",
+]  # fmt: skip
+
+
+def test_lightning_pytree_deprecation_is_filtered_by_module_only():
+    from pytorch_lightning.utilities._pytree import _tree_flatten
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _quiet_third_party()
+        _tree_flatten({"loss": 1.0})  # Lightning builds a torch LeafSpec, which torch deprecated
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated (from elsewhere)", FutureWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught]
+    assert messages == ["`isinstance(treespec, LeafSpec)` is deprecated (from elsewhere)"], messages
+
+
+def test_litlogger_tip_is_dropped_other_lightning_info_kept():
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    records: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(record.getMessage())
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    log.addHandler(handler)
+    try:
+        _quiet_third_party()
+        _quiet_third_party()  # idempotent: one filter
+        rank_zero_info("💡 Tip: ... try installing [litlogger](https://pypi.org/project/litlogger/) ...")
+        rank_zero_info("GPU available: False, used: False")
+    finally:
+        log.removeHandler(handler)
+    assert records == ["GPU available: False, used: False"]
+    assert sum(type(f).__name__ == "_DropLitLoggerTip" for f in log.filters) == 1
+
+
+def test_wandb_run_folder_made_and_anonymous_dropped_before_the_run(tmp_path):
+    save_dir = tmp_path / "run"
+    logger = WandbLogger(save_dir=str(save_dir), offline=True)  # no wandb run yet: that starts at .experiment
+    MedsegCLI._prepare_logger(SimpleNamespace(trainer=SimpleNamespace(logger=logger)))
+    assert save_dir.is_dir()  # wandb looks for a git repository from here: no "git root ... does not exist"
+    assert "anonymous" not in logger._wandb_init  # wandb warns for any value, None included
+
+
+def test_args_with_a_command_line_does_not_warn(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["medseg", "demo", "--out", str(tmp_path)])  # as `medseg demo` runs fit
+    args = [
+        "--config", str(ROOT / "configs" / "swin_unetr_demo.yaml"), *TINY_NET,
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
+    ]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MedsegCLI(args=args, run=False)  # run=False: no subcommand, parse and instantiate only
+    assert not [str(w.message) for w in caught if "args parameter" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_demo_prints_results_not_noise(tmp_path):
+    env = {**os.environ, "WANDB_SILENT": "false", "WANDB_MODE": "offline", "PYTHONWARNINGS": ""}
+    out = tmp_path / "demo"
+    command = [
+        sys.executable, "-m", "medseg.cli", "demo", "--out", str(out), "--cases", "2", "--test-cases", "1",
+        "--max-steps", "2", "--",
+        *TINY_NET,
+        "--data.init_args.roi_size", "[32, 32, 32]", "--model.init_args.roi_size", "[32, 32, 32]",
+        "--trainer.log_every_n_steps", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert "Tracking run with wandb" in text  # the wandb logger ran (its warnings were not merely silent)
+    assert "region  Dice mean" in text and "WT" in done.stdout
+    for message in SILENCED:
+        assert message not in text, f"{message!r} in:\n{text}"
+    assert "wandb: WARNING" not in text, text
