@@ -18,11 +18,11 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
-from monai.optimizers import WarmupCosineSchedule
 from torch import nn
 
 from medseg.boxes import box_cxcyczwhd_to_xyzxyz
 from medseg.metrics.detection import froc, mean_average_precision
+from medseg.modules.schedule import warmup_cosine
 from medseg.nets.detr import postprocess
 
 LOGGED_LOSSES = ("loss", "loss_ce", "loss_bbox", "loss_giou", "cardinality_error")
@@ -128,8 +128,4 @@ class DetectionModule(pl.LightningModule):
             {"params": [p for p in self.parameters() if id(p) in backbone_ids], "lr": self.hparams.lr_backbone},
         ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.hparams.warmup_steps
-        warmup = int(warmup * total) if warmup < 1 else int(warmup)
-        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=min(warmup, total - 1), t_total=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)
