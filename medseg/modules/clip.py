@@ -13,7 +13,6 @@ class probabilities are ``softmax(scale * image @ classes.T)``.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from torch import nn
 from medseg.errors import MedsegError
 from medseg.losses.clip import ClipLoss
 from medseg.metrics.retrieval import retrieval_recall, zero_shot_metrics
+from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -65,12 +65,7 @@ class ClipModule(pl.LightningModule):
                 label in the pairs file (e.g. ``enhancing``) and ``class`` one of its values (``yes``/``no``).
         """
         super().__init__()
-        with warnings.catch_warnings():  # from a config the encoders are saved as their configs, else popped
-            warnings.filterwarnings("ignore", message="Attribute '.*' is an instance")
-            self.save_hyperparameters()
-        for name in ("image_encoder", "text_encoder"):
-            if isinstance(self.hparams.get(name), nn.Module):
-                self.hparams.pop(name)
+        save_hparams(self)  # the encoders as configs when LightningCLI built them; else left out
         dims = getattr(image_encoder, "embed_dim", None), getattr(text_encoder, "embed_dim", None)
         if None not in dims and dims[0] != dims[1]:
             raise ValueError(f"image and text encoders must share embed_dim, got {dims[0]} and {dims[1]}")

@@ -14,14 +14,13 @@ share of the scans.
 
 from __future__ import annotations
 
-import warnings
-
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from medseg.boxes import box_cxcyczwhd_to_xyzxyz
 from medseg.metrics.detection import froc, mean_average_precision
+from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
 from medseg.nets.detr import postprocess
 
@@ -55,12 +54,7 @@ class DetectionModule(pl.LightningModule):
             froc_iou: 3-D IoU at which a prediction hits a lesion in the FROC.
         """
         super().__init__()
-        with warnings.catch_warnings():  # from a config the nets are saved as their configs, else popped
-            warnings.filterwarnings("ignore", message="Attribute '(net|criterion)' is an instance")
-            self.save_hyperparameters()
-        for name in ("net", "criterion"):
-            if isinstance(self.hparams.get(name), nn.Module):  # built in Python, not from a config
-                self.hparams.pop(name)
+        save_hparams(self)  # net and criterion as configs when LightningCLI built them; else left out
         net_classes, criterion_classes = getattr(net, "n_classes", None), getattr(criterion, "n_classes", None)
         if None not in (net_classes, criterion_classes) and net_classes != criterion_classes:
             raise ValueError(f"the network predicts {net_classes} classes but the criterion expects {criterion_classes}")
