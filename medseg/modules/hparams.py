@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import types
-import warnings
 
 import pytorch_lightning as pl
 from torch import nn
@@ -19,11 +18,14 @@ from torch import nn
 
 def save_hparams(module: pl.LightningModule, frame: types.FrameType | None = None) -> None:
     """``module.save_hyperparameters()`` from the calling ``__init__``, minus arguments that are ``nn.Module``
-    objects (those that came from a config stay, as their configs)."""
+    objects (those that came from a config stay, as their configs).
+
+    Module objects are never copied (Lightning deep-copies what it saves; an ONNX session cannot be).
+    LightningCLI marks the config it hands over with an ``_instantiator`` entry (kept in checkpoints, where
+    ``load_checkpoint`` drops it): only then are the networks' configs saved.
+    """
     frame = frame or inspect.currentframe().f_back
-    with warnings.catch_warnings():  # Lightning warns about module objects; they are dropped just below
-        warnings.filterwarnings("ignore", message="Attribute '.*' is an instance of `nn.Module`")
+    objects = [name for name, value in frame.f_locals.items() if isinstance(value, nn.Module)]
+    module.save_hyperparameters(ignore=objects, frame=frame)
+    if "_instantiator" in module.hparams:  # built by LightningCLI: the arguments are configs, not objects
         module.save_hyperparameters(frame=frame)
-    objects = [name for name, value in module.hparams.items() if isinstance(value, nn.Module)]
-    if objects:  # again without them, so that hparams_initial (what loggers record) holds no module either
-        module.save_hyperparameters(ignore=objects, frame=frame)
