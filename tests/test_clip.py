@@ -188,6 +188,15 @@ def test_local_tiny_bert_folder_loads_without_network(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- images
 
 
+@pytest.mark.parametrize(
+    "name", ["ViTImageEncoder", "SwinImageEncoder", "TransformerTextEncoder", "HFTextEncoder", "ReportTokenizer"]
+)
+def test_class_paths_in_saved_configs_still_resolve(name):
+    from jsonargparse.typing import import_object
+
+    assert import_object(f"medseg.nets.clip.{name}").__name__ == name  # as configs and checkpoints name them
+
+
 def test_vit_encoder_shape_and_size_check():
     from medseg.nets.clip import ViTImageEncoder
 
