@@ -203,7 +203,7 @@ def test_vit_encoder_shape_and_size_check():
     encoder = ViTImageEncoder(img_size=(16, 16, 16), patch_size=8, hidden_size=16, mlp_dim=32, num_layers=1,
                               num_heads=2, embed_dim=8)  # fmt: skip
     assert encoder(torch.randn(2, 4, 16, 16, 16)).shape == (2, 8)
-    with pytest.raises(ValueError, match="expects images of size"):
+    with pytest.raises(ValueError, match=r"built for img_size \(16, 16, 16\) but got an input of \(16, 16, 24\)"):
         encoder(torch.randn(2, 4, 16, 16, 24))
     with pytest.raises(ValueError, match="must divide"):
         ViTImageEncoder(img_size=(16, 16, 20), patch_size=8)

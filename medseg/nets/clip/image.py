@@ -19,6 +19,7 @@ from monai.networks.nets import SwinUNETR, ViT
 from torch import nn
 
 from medseg.nets.clip.head import ProjectionHead
+from medseg.nets.vit import check_img_size, check_input_size
 
 
 def _grid_pool(features: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
@@ -109,10 +110,7 @@ class ViTImageEncoder(nn.Module):
         dropout_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        patch = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
-        if len(img_size) != 3 or any(s % p for s, p in zip(img_size, patch)):
-            raise ValueError(f"ViT patch_size {patch} must divide every side of img_size {tuple(img_size)}")
-        self.img_size = tuple(int(s) for s in img_size)
+        self.img_size, patch = check_img_size(img_size, patch_size, "ViT image encoder")
         self.grid = tuple(s // p for s, p in zip(self.img_size, patch))
         self.vit = ViT(
             in_channels=in_channels,
@@ -135,8 +133,7 @@ class ViTImageEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image [B, C, *img_size] -> [B, embed_dim] (not normalised)."""
-        if tuple(image.shape[2:]) != self.img_size:
-            raise ValueError(f"ViT image encoder expects images of size {self.img_size}, got {tuple(image.shape[2:])}")
+        check_input_size(image, self.img_size, type(self).__name__)
         tokens, _ = self.vit(image)  # [B, N, hidden], N = prod(grid)
         features = tokens.transpose(1, 2).reshape(len(tokens), -1, *self.grid)  # [B, hidden, gx, gy, gz]
         return self.head(_grid_pool(features, self.pool_grid))  # [B, embed_dim]
