@@ -12,6 +12,7 @@ import torch
 from medseg.commands.common import report_failures
 from medseg.data.layouts import find_predict_cases
 from medseg.data.reports import pair_transforms
+from medseg.devices import resolve_device
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import atomic_path
@@ -81,7 +82,7 @@ def read_prompts(args: argparse.Namespace) -> dict[str, list[str]]:
 def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     cases = find_predict_cases(args.inputs)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     module, data = load_checkpoint(args.ckpt, ClipModule)
     module = module.to(device)
     if not data.get("image_size"):
