@@ -188,13 +188,22 @@ def test_local_tiny_bert_folder_loads_without_network(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- images
 
 
+@pytest.mark.parametrize(
+    "name", ["ViTImageEncoder", "SwinImageEncoder", "TransformerTextEncoder", "HFTextEncoder", "ReportTokenizer"]
+)
+def test_class_paths_in_saved_configs_still_resolve(name):
+    from jsonargparse.typing import import_object
+
+    assert import_object(f"medseg.nets.clip.{name}").__name__ == name  # as configs and checkpoints name them
+
+
 def test_vit_encoder_shape_and_size_check():
     from medseg.nets.clip import ViTImageEncoder
 
     encoder = ViTImageEncoder(img_size=(16, 16, 16), patch_size=8, hidden_size=16, mlp_dim=32, num_layers=1,
                               num_heads=2, embed_dim=8)  # fmt: skip
     assert encoder(torch.randn(2, 4, 16, 16, 16)).shape == (2, 8)
-    with pytest.raises(ValueError, match="expects images of size"):
+    with pytest.raises(ValueError, match=r"built for img_size \(16, 16, 16\) but got an input of \(16, 16, 24\)"):
         encoder(torch.randn(2, 4, 16, 16, 24))
     with pytest.raises(ValueError, match="must divide"):
         ViTImageEncoder(img_size=(16, 16, 20), patch_size=8)

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from pytorch_lightning import LightningModule, Trainer
 from tqdm import tqdm
 
 from medseg.commands.common import report_failures
 from medseg.data.predict_inputs import find_predict_cases
+from medseg.devices import resolve_device
 from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
 from medseg.io import case_output_name, check_output_dir
@@ -143,7 +143,7 @@ def _predict_distributed(cases: list[dict], args: argparse.Namespace) -> list[di
     import torch.distributed as dist
     from torch.utils.data import DataLoader
 
-    accelerator = "gpu" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    accelerator = "gpu" if resolve_device(args.device).type == "cuda" else "cpu"
     trainer = Trainer(
         accelerator=accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy="ddp",
         logger=False, enable_checkpointing=False, enable_model_summary=False,

@@ -13,6 +13,7 @@ from medseg.commands.common import report_failures
 from medseg.data.base import saved_roi_size
 from medseg.data.predict_inputs import find_predict_cases
 from medseg.data.reports import pair_transforms
+from medseg.devices import resolve_device
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import atomic_path
@@ -82,7 +83,7 @@ def read_prompts(args: argparse.Namespace) -> dict[str, list[str]]:
 def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     cases = find_predict_cases(args.inputs)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     module, data = load_checkpoint(args.ckpt, ClipModule)
     module = module.to(device)
     roi_size = saved_roi_size(data)

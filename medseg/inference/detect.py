@@ -28,6 +28,7 @@ from medseg.boxes import (
 )
 from medseg.data.base import saved_roi_size
 from medseg.data.detection import detection_transforms
+from medseg.devices import resolve_device
 from medseg.errors import find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import (
@@ -89,9 +90,7 @@ class BoxDetector:
         pixdim: Sequence[float] | None = None,
         device: str = "auto",
     ) -> None:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
         self.transform = detection_transforms(label_convention, input_size, pixdim, with_label=False)
 

@@ -23,6 +23,7 @@ from monai.transforms import Invertd
 
 from medseg.data.labels import get_convention
 from medseg.data.transforms import eval_transforms
+from medseg.devices import resolve_device
 from medseg.errors import MedsegError
 from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import case_output_name, read_header, reference_file, write_like
@@ -142,9 +143,7 @@ class Predictor:
         window: str | Sequence[int] = "roi",
         bf16: bool = False,
     ) -> None:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
         overrides = {"sw_overlap": overlap, "sw_mode": mode, "sw_batch_size": sw_batch_size, "stitch_device": stitch_device}
         self.module.hparams.update({k: v for k, v in overrides.items() if v is not None})

@@ -17,7 +17,6 @@ NaN, with a warning, when the split lacks a class.
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytorch_lightning as pl
 import torch
@@ -27,6 +26,7 @@ from torch import nn
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
+from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
 
 
@@ -53,11 +53,7 @@ class ClassificationModule(pl.LightningModule):
             label_smoothing: cross-entropy label smoothing (0 to <1).
         """
         super().__init__()
-        with warnings.catch_warnings():  # from a config the net is saved as its config, else popped below
-            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance")
-            self.save_hyperparameters()
-        if isinstance(self.hparams.get("net"), nn.Module):  # built in Python, not from a config
-            self.hparams.pop("net")
+        save_hparams(self)  # the net as its config when LightningCLI built it; left out when built in Python
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} entries; expected one per class ({num_classes})")
         net_classes = getattr(net, "num_classes", num_classes)

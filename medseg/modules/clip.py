@@ -13,8 +13,6 @@ class probabilities are ``softmax(scale * image @ classes.T)``.
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,12 +21,13 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import Timer
 from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.losses.clip import ClipLoss
 from medseg.metrics.retrieval import retrieval_recall, zero_shot_metrics
+from medseg.modules.hparams import save_hparams
+from medseg.modules.schedule import warmup_cosine
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -55,8 +54,8 @@ class ClipModule(pl.LightningModule):
                 tokenizer is fitted on the training reports when it has none).
             lr: peak AdamW learning rate.
             weight_decay: AdamW weight decay (not on biases, norms, embeddings' 1-D parameters or the temperature).
-            warmup_steps: linear warm-up in optimizer steps, or a fraction of the run if < 1; times a cosine decay
-                to 0 at ``trainer.max_steps`` or ``trainer.max_time``, whichever comes first.
+            warmup_steps: linear warm-up in optimizer steps, or a fraction of all steps if < 1; cosine decay to 0
+                after it, ending at ``trainer.max_steps`` (see ``medseg.modules.schedule.warmup_cosine``).
             init_temperature: starting softmax temperature (scale 1/0.07 as CLIP).
             max_logit_scale: the scale is clamped at this value (100).
             learn_temperature: learn the temperature (else fixed).
@@ -66,12 +65,7 @@ class ClipModule(pl.LightningModule):
                 label in the pairs file (e.g. ``enhancing``) and ``class`` one of its values (``yes``/``no``).
         """
         super().__init__()
-        with warnings.catch_warnings():  # from a config the encoders are saved as their configs, else popped
-            warnings.filterwarnings("ignore", message="Attribute '.*' is an instance")
-            self.save_hyperparameters()
-        for name in ("image_encoder", "text_encoder"):
-            if isinstance(self.hparams.get(name), nn.Module):
-                self.hparams.pop(name)
+        save_hparams(self)  # the encoders as configs when LightningCLI built them; else left out
         dims = getattr(image_encoder, "embed_dim", None), getattr(text_encoder, "embed_dim", None)
         if None not in dims and dims[0] != dims[1]:
             raise ValueError(f"image and text encoders must share embed_dim, got {dims[0]} and {dims[1]}")
@@ -196,35 +190,4 @@ class ClipModule(pl.LightningModule):
                 (decay if p.ndim >= 2 else no_decay).append(p)  # biases, norms, temperature: no decay
         groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up times a cosine decay to 0 over the run, the run ending at ``trainer.max_steps`` or
-        at ``trainer.max_time``, whichever comes first (a time budget then ends with a decayed learning rate)."""
-        total = float(self.trainer.estimated_stepping_batches)  # inf without max_steps / max_epochs
-        progress = step / total if math.isfinite(total) and total > 0 else 0.0
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-        if timer is not None and timer.time_remaining("train") is not None:
-            elapsed = timer.time_elapsed("train")
-            progress = max(progress, elapsed / max(elapsed + timer.time_remaining("train"), 1e-9))
-        warmup = self.hparams.warmup_steps
-        if warmup >= 1:
-            warm = (step + 1) / warmup
-        else:
-            warm = progress / warmup if warmup > 0 else 1.0
-        return min(1.0, warm) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------------------------------------- loading
-
-
+        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)

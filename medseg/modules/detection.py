@@ -1,6 +1,6 @@
 """LightningModule for 3-D lesion detection with a set-prediction network (DETR) and its set criterion.
 
-Batch contract (from ``medseg.data.detection``): ``image`` [B, 4, *input_size]; ``boxes`` list of B
+Batch contract (from ``medseg.data.detection``): ``image`` [B, 4, *roi_size]; ``boxes`` list of B
 [N_b, 6] normalised cxcyczwhd; ``labels`` list of B [N_b] int64; plus ``grid_affine``, ``grid_shape``,
 ``case_id`` (not used here).
 
@@ -14,15 +14,14 @@ share of the scans.
 
 from __future__ import annotations
 
-import warnings
-
 import pytorch_lightning as pl
 import torch
-from monai.optimizers import WarmupCosineSchedule
 from torch import nn
 
 from medseg.boxes import box_cxcyczwhd_to_xyzxyz
 from medseg.metrics.detection import froc, mean_average_precision
+from medseg.modules.hparams import save_hparams
+from medseg.modules.schedule import warmup_cosine
 from medseg.nets.detr import postprocess
 
 LOGGED_LOSSES = ("loss", "loss_ce", "loss_bbox", "loss_giou", "cardinality_error")
@@ -42,7 +41,7 @@ class DetectionModule(pl.LightningModule):
     ) -> None:
         """
         Args:
-            net: image [B, 4, *input_size] -> ``pred_logits`` [B, Q, K+1], ``pred_boxes`` [B, Q, 6] (+
+            net: image [B, 4, *roi_size] -> ``pred_logits`` [B, Q, K+1], ``pred_boxes`` [B, Q, 6] (+
                 ``aux_outputs``), e.g. ``medseg.nets.detr.DETR3d``.
             criterion: (outputs, targets) -> dict of named losses with ``loss``, e.g.
                 ``medseg.losses.detr.SetCriterion3d``; its ``n_classes`` must be the network's.
@@ -55,12 +54,7 @@ class DetectionModule(pl.LightningModule):
             froc_iou: 3-D IoU at which a prediction hits a lesion in the FROC.
         """
         super().__init__()
-        with warnings.catch_warnings():  # from a config the nets are saved as their configs, else popped
-            warnings.filterwarnings("ignore", message="Attribute '(net|criterion)' is an instance")
-            self.save_hyperparameters()
-        for name in ("net", "criterion"):
-            if isinstance(self.hparams.get(name), nn.Module):  # built in Python, not from a config
-                self.hparams.pop(name)
+        save_hparams(self)  # net and criterion as configs when LightningCLI built them; else left out
         net_classes, criterion_classes = getattr(net, "n_classes", None), getattr(criterion, "n_classes", None)
         if None not in (net_classes, criterion_classes) and net_classes != criterion_classes:
             raise ValueError(f"the network predicts {net_classes} classes but the criterion expects {criterion_classes}")
@@ -128,8 +122,4 @@ class DetectionModule(pl.LightningModule):
             {"params": [p for p in self.parameters() if id(p) in backbone_ids], "lr": self.hparams.lr_backbone},
         ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = self.hparams.warmup_steps
-        warmup = int(warmup * total) if warmup < 1 else int(warmup)
-        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=min(warmup, total - 1), t_total=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)

@@ -23,6 +23,7 @@ from torch import nn
 from medseg.data.labels import REGIONS
 from medseg.losses import DiceBCELoss
 from medseg.metrics.segmentation import dice, hd95
+from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
 from medseg.nets.pretrained import load_pretrained
 
@@ -72,9 +73,7 @@ class SegmentationModule(pl.LightningModule):
                 that must not leave the site).
         """
         super().__init__()
-        # From a config (LightningCLI) the net is saved as its class_path + init_args, so checkpoints load
-        # without code; a net built in Python is not a hyperparameter and is left out.
-        self.save_hyperparameters(ignore=None if _from_config() else ["net"])
+        save_hparams(self)  # the net as its config when LightningCLI built it; left out when built in Python
         divisor = getattr(net, "size_divisor", 1)
         if len(roi_size) != 3 or any(int(s) % divisor for s in roi_size):
             raise ValueError(
@@ -159,13 +158,6 @@ class SegmentationModule(pl.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)
-
-
-def _from_config() -> bool:
-    """True while LightningCLI instantiates the module (it hands the resolved config to save_hyperparameters)."""
-    from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
-
-    return _given_hyperparameters.get() is not None
 
 
 def _spacing(image: torch.Tensor) -> Sequence[float] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from monai.networks.nets import UNETR as MonaiUNETR
 
-from medseg.nets.vit import check_input_size
+from medseg.nets.vit import check_img_size, check_input_size
 
 
 class UNETR(MonaiUNETR):
@@ -52,9 +52,7 @@ class UNETR(MonaiUNETR):
             dropout_rate: dropout in the transformer.
             qkv_bias: bias in the attention's query/key/value projection.
         """
-        size = tuple(int(s) for s in img_size)
-        if len(size) != 3 or any(s <= 0 or s % self.size_divisor for s in size):
-            raise ValueError(f"UNETR img_size {tuple(img_size)}: expected 3 sides, each a multiple of 16")
+        size, _ = check_img_size(img_size, self.size_divisor, "UNETR")  # MONAI's UNETR: patch 16
         super().__init__(
             in_channels=in_channels,
             out_channels=out_channels,

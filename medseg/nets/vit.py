@@ -47,10 +47,7 @@ class ViTClassifier(ViT):
             dropout_rate: dropout in the transformer.
             qkv_bias: bias in the attention's query/key/value projection.
         """
-        size, patch = tuple(int(s) for s in img_size), tuple(int(s) for s in patch_size)
-        if len(size) != 3 or len(patch) != 3 or any(p <= 0 or s % p for s, p in zip(size, patch)):
-            raise ValueError(f"ViT img_size {tuple(img_size)} and patch_size {tuple(patch_size)}: each side of "
-                             "img_size must be a multiple of the patch side")  # fmt: skip
+        size, patch = check_img_size(img_size, patch_size, "ViT")
         super().__init__(
             in_channels=in_channels,
             img_size=size,
@@ -78,11 +75,27 @@ class ViTClassifier(ViT):
         return logits
 
 
+def check_img_size(
+    img_size: Sequence[int], patch_size: int | Sequence[int], name: str
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """``(img_size, patch_size)`` as three ints each, or a ``ValueError`` naming both when a patch side does
+    not divide the image side (networks with a position embedding per patch: ViT, UNETR)."""
+    size = tuple(int(s) for s in img_size)
+    patch = (int(patch_size),) * 3 if isinstance(patch_size, int) else tuple(int(p) for p in patch_size)
+    if len(size) != 3 or len(patch) != 3 or any(s <= 0 or p <= 0 or s % p for s, p in zip(size, patch)):
+        step = patch[0] if len(set(patch)) == 1 else patch
+        raise ValueError(
+            f"{name} img_size {tuple(img_size)}: expected 3 sides, each a multiple of {step} "
+            f"(patch_size {tuple(patch)} must divide every side)"
+        )
+    return size, patch
+
+
 def check_input_size(x: torch.Tensor, img_size: Sequence[int], name: str) -> None:
     """A ``ValueError`` naming both sizes when ``x`` [B, C, X, Y, Z] is not ``img_size`` spatially."""
     if tuple(x.shape[2:]) != tuple(img_size):
         raise ValueError(
             f"{name} was built for img_size {tuple(img_size)} but got an input of {tuple(x.shape[2:])} "
             f"(batch {tuple(x.shape)}); the window or volume size the data module and the module feed it "
-            f"(roi_size, img_size) must equal the network's img_size"
+            f"(roi_size, img_size, image_size) must equal the network's img_size"
         )
