@@ -20,7 +20,10 @@ COMMANDS = {
     "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style cases (BraTS 2021 layout)"),
     "predict": ("medseg.commands.predict:main", "segment scans from files with a checkpoint"),
     "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
-    "export": ("medseg.commands.export:main", "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch"),
+    "export": (
+        "medseg.commands.export:main",
+        "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch",
+    ),
     "detect": ("medseg.commands.detect:main", "lesion boxes (world mm) from scans with a DETR checkpoint"),
     "zero-shot": ("medseg.commands.zero_shot:main", "classify scans against text prompts with a CLIP checkpoint"),
 }

@@ -293,9 +293,3 @@ def format_table(summary: dict) -> str:
 
 def list_some(names: list[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-
-
-
-

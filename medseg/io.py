@@ -168,7 +168,9 @@ def atomic_path(target: str | os.PathLike):
     """
     target = Path(target)
     suffix = "".join(target.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name.removesuffix(suffix)}.", suffix=f".partial{suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name.removesuffix(suffix)}.", suffix=f".partial{suffix}", dir=target.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
@@ -247,13 +249,15 @@ def check_output_dir(out: Path, inputs: list[dict]) -> None:
     needed = sum(Path(reference_file(case)).stat().st_size for case in inputs if Path(reference_file(case)).is_file())
     free = shutil.disk_usage(out).free
     if free < needed:  # a uint8 label map is smaller than the (float) modality it is written like
-        raise MedsegError(f"output folder {out} has {free / 2**20:.0f} MiB free; the label maps need up to {needed / 2**20:.0f} MiB")
+        raise MedsegError(
+            f"output folder {out} has {free / 2**20:.0f} MiB free; the label maps need up to {needed / 2**20:.0f} MiB"
+        )
     inputs_resolved = {
-        Path(p).resolve() for case in inputs for p in (case["image"] if isinstance(case["image"], list) else [case["image"]])
+        Path(p).resolve()
+        for case in inputs
+        for p in (case["image"] if isinstance(case["image"], list) else [case["image"]])
     }
     for case in inputs:
         target = (out / case_output_name(case["case_id"])).resolve()
         if target in inputs_resolved:
             raise MedsegError(f"output {target} would overwrite an input scan; choose another --out")
-
-

@@ -115,14 +115,18 @@ def main() -> None:
         fit, waits = medseg_fit(data, Path(tmp) / "run", args.steps, args.feature_size, args.roi)
         fit = fit[WARMUP:]
     p, m = statistics.median(plain), statistics.median(fit)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, feature_size {args.feature_size}, roi {args.roi}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, feature_size {args.feature_size}, roi {args.roi}"
+    )
     print(f"plain loop: median {p:.2f} s/step over {len(plain)} steps ({', '.join(f'{t:.2f}' for t in plain)})")
     print(f"medseg fit: median {m:.2f} s/step over {len(fit)} steps ({', '.join(f'{t:.2f}' for t in fit)})")
     print(f"medseg fit / plain loop: {m / p:.3f}")
     later = [w for epoch, w in waits if epoch >= 1]  # cache filled during the first epoch
     if later:
         w = statistics.median(later)
-        print(f"data loading from the second epoch on (cache: memory): median {w * 1000:.0f} ms/step = {w / m:.1%} of a step")
+        print(
+            f"data loading from the second epoch on (cache: memory): median {w * 1000:.0f} ms/step = {w / m:.1%} of a step"
+        )
 
 
 if __name__ == "__main__":

@@ -75,11 +75,15 @@ def report(results: dict, seconds: float) -> None:
         cells = "".join(f"{results['recall'][f'{direction}_recall@{k}']:8.3f}" for k in (1, 5, 10))
         print(f"{name:16}{cells}")
     print(f"{'chance':16}" + "".join(f"{k / n:8.3f}" for k in (1, 5, 10)))
-    print("\nzero-shot (prompt ensembles of configs/clip_demo.yaml); chance: accuracy = largest class share, AUROC = 0.5")
+    print(
+        "\nzero-shot (prompt ensembles of configs/clip_demo.yaml); chance: accuracy = largest class share, AUROC = 0.5"
+    )
     for task, scores in results["zero_shot"].items():
         shares = ", ".join(f"{c} {s:.2f}" for c, s in scores["shares"].items())
         chance = max(scores["shares"].values())
-        print(f"  {task:11} accuracy {scores['acc']:.3f} (chance {chance:.3f})   AUROC {scores['auroc']:.3f}   [{shares}]")
+        print(
+            f"  {task:11} accuracy {scores['acc']:.3f} (chance {chance:.3f})   AUROC {scores['auroc']:.3f}   [{shares}]"
+        )
     print(f"\ntotal time {seconds / 60:.1f} min")
 
 
@@ -90,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-cases", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1200, help="optimizer steps (default: 1200)")
     parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the data, the reports, the initial weights, augmentation and batch order")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data, the reports, the initial weights, augmentation and batch order",
+    )
     args = parser.parse_args(argv)
     args.out = args.out or Path(f"runs/clip_demo/seed{args.seed}")
     sys.argv = sys.argv[:1]  # LightningCLI below gets its own arguments

@@ -70,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("demo_run/detr"), help="working folder (default: demo_run/detr)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo_run/detr"), help="working folder (default: demo_run/detr)"
+    )
     parser.add_argument("--train-cases", type=int, default=96, help="generated training cases (default: 96)")
     parser.add_argument("--test-cases", type=int, default=24, help="held-out generated cases (default: 24)")
-    parser.add_argument("--minutes", type=float, default=14.0, help="training stops after this at the latest (default: 14)")
+    parser.add_argument(
+        "--minutes", type=float, default=14.0, help="training stops after this at the latest (default: 14)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:

@@ -13,6 +13,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
 # LPS-stored, anisotropic, slightly rotated: what scanners write and what must survive predict untouched
 def _lps_affine(degrees: float = 3.0, spacing=(0.9, 1.2, 2.5), origin=(90.0, 120.0, -60.0)) -> np.ndarray:
     t = np.deg2rad(degrees)

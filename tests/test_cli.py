@@ -127,7 +127,13 @@ def test_ddp_fit_with_two_cpu_processes(demo_data, tmp_path):
     args = fit_args(demo_data, run, 2, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
                     "--trainer.strategy", "ddp")  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=ROOT
+        [sys.executable, "-m", "medseg.cli", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
@@ -174,9 +180,15 @@ def test_predict_folder_split_over_two_ddp_processes(demo_data, tmp_path):
     out = tmp_path / "pred"
     command = [sys.executable, "-m", "medseg.cli", "predict", str(cases), "--ckpt", str(run / "checkpoints" / "last.ckpt"),
                "--out", str(out), "--devices", "2", "--device", "cpu"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [line.split(":", 1)[1].split() for line in result.stdout.splitlines() if line.strip().startswith("rank ")]
     assert len(ranks) == 2 and all(ranks)
     assert sorted(sum(ranks, [])) == ["BraTS2021_00900", "BraTS2021_00901", "BraTS2021_00902"]  # each once
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["BraTS2021_00900.nii.gz", "BraTS2021_00901.nii.gz", "BraTS2021_00902.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [
+        "BraTS2021_00900.nii.gz",
+        "BraTS2021_00901.nii.gz",
+        "BraTS2021_00902.nii.gz",
+    ]

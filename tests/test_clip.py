@@ -253,10 +253,18 @@ class LookupText(torch.nn.Module):
 def test_prompt_ensembles_are_averaged_then_normalised():
     from medseg.modules.clip import ClipModule
 
-    table = {"a1": [3.0, 0, 0, 0], "a2": [0, 1.0, 0, 0], "b1": [0, 0, 2.0, 0], "b2": [0, 0, 0, 5.0], "b3": [0, 0, 1.0, 1.0]}
+    table = {
+        "a1": [3.0, 0, 0, 0],
+        "a2": [0, 1.0, 0, 0],
+        "b1": [0, 0, 2.0, 0],
+        "b2": [0, 0, 0, 5.0],
+        "b3": [0, 0, 1.0, 1.0],
+    }
     module = ClipModule(torch.nn.Linear(2, 4), LookupText(table))
     classes = module.class_embeddings({"A": ["a1", "a2"], "B": ["b1", "b2", "b3"]})  # [2, 4]
-    expected_a = F.normalize(torch.stack([F.normalize(torch.tensor(table[p]), dim=0) for p in ("a1", "a2")]).mean(0), dim=0)
+    expected_a = F.normalize(
+        torch.stack([F.normalize(torch.tensor(table[p]), dim=0) for p in ("a1", "a2")]).mean(0), dim=0
+    )
     expected_b = F.normalize(
         torch.stack([F.normalize(torch.tensor(table[p]), dim=0) for p in ("b1", "b2", "b3")]).mean(0), dim=0
     )
@@ -320,12 +328,18 @@ def test_demo_reports_describe_their_own_case(demo_pairs):
         assert f"{lesion['volume_ml']:.0f} ml" in text
         other = "right" if lesion["hemisphere"] == "left" else "left"
         assert f"{other} " not in text and f"{other}-" not in text
-        negated = any(s in text for s in ("no contrast enhancement", "does not enhance", "no enhancing", "non-enhancing"))
+        negated = any(
+            s in text for s in ("no contrast enhancement", "does not enhance", "no enhancing", "non-enhancing")
+        )
         assert negated != lesion["enhancing"]
         assert pair["labels"]["enhancing"] == ("yes" if lesion["enhancing"] else "no")
         necrosis = any(s in text for s in ("central necrosis", "necrotic centre", "necrotic core"))
         assert necrosis == (lesion["enhancing"] and lesion["necrotic"])
-        edema = {"minimal": ("minimal", "little", "thin rim"), "moderate": ("moderate",), "extensive": ("extensive", "widely")}
+        edema = {
+            "minimal": ("minimal", "little", "thin rim"),
+            "moderate": ("moderate",),
+            "extensive": ("extensive", "widely"),
+        }
         assert [extent for extent, words in edema.items() if any(w in text for w in words)] == [lesion["edema_extent"]]
     assert len({p["report"].split(" ")[0] for p in pairs}) > 1  # phrasings vary
 
@@ -337,7 +351,7 @@ def test_pairs_from_csv_with_case_folders_and_files_and_clear_errors(demo_pairs,
     train = demo_pairs / "train"
     files = ";".join(str(p) for p in sorted((train / "BraTS2021_00001").glob("*.nii.gz")) if "seg" not in p.name)
     csv_path = tmp_path / "pairs.csv"
-    csv_path.write_text(f"case,image,report,site\n{train / 'BraTS2021_00000'},,first report,a\n,\"{files}\",second,b\n")
+    csv_path.write_text(f'case,image,report,site\n{train / "BraTS2021_00000"},,first report,a\n,"{files}",second,b\n')
     pairs = read_pairs(csv_path)
     assert [p["case_id"] for p in pairs] == ["BraTS2021_00000", "BraTS2021_00001"]
     assert [p["labels"] for p in pairs] == [{"site": "a"}, {"site": "b"}]
@@ -383,14 +397,22 @@ def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
     assert torch.load(ckpt, weights_only=True)["global_step"] == 2
     assert (run / "checkpoints" / "tokenizer.json").is_file()
     metrics = (next(run.rglob("metrics.csv"))).read_text().splitlines()[0]
-    for name in ("train/loss", "val/i2t_recall@1", "val/t2i_recall@10", "val/zs_enhancing_auroc", "val/zs_hemisphere_acc"):
+    for name in (
+        "train/loss",
+        "val/i2t_recall@1",
+        "val/t2i_recall@10",
+        "val/zs_enhancing_auroc",
+        "val/zs_hemisphere_acc",
+    ):
         assert name in metrics
 
     module, data = load_checkpoint(ckpt, ClipModule)
     assert module.text_encoder.tokenizer_fitted
     assert tuple(data["roi_size"]) == (16, 16, 16)
     capsys.readouterr()
-    code = zero_shot([str(demo_pairs / "test"), "--ckpt", str(ckpt), "--classes", "enhancing tumour", "no enhancing tumour"])
+    code = zero_shot(
+        [str(demo_pairs / "test"), "--ckpt", str(ckpt), "--classes", "enhancing tumour", "no enhancing tumour"]
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and "enhancing tumour" in lines[0] and len(lines) == 3
     probs = [float(v) for v in lines[1].split()[1:]]
@@ -399,7 +421,9 @@ def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
     (tmp_path / "prompts.json").write_text(json.dumps({"left": ["left lesion"], "right": "right lesion"}))
     assert zero_shot([str(demo_pairs / "test" / "BraTS2021_00050"), "--ckpt", str(ckpt), "--prompts",
                       str(tmp_path / "prompts.json")]) == 0  # fmt: skip
-    assert main(["zero-shot", str(demo_pairs / "test"), "--ckpt", str(tmp_path / "none.ckpt"), "--classes", "a", "b"]) == 1
+    assert (
+        main(["zero-shot", str(demo_pairs / "test"), "--ckpt", str(tmp_path / "none.ckpt"), "--classes", "a", "b"]) == 1
+    )
     assert "none.ckpt" in capsys.readouterr().err
 
 
@@ -412,7 +436,9 @@ def test_lightning_ddp_fit_with_two_cpu_processes(demo_pairs, tmp_path):
     run = tmp_path / "run"
     args = [*tiny_fit_args(demo_pairs, run), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
             "--trainer.strategy", "ddp", "--data.init_args.batch_size", "2"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "medseg.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
     assert "val/i2t_recall@1" in next(run.rglob("metrics.csv")).read_text()

@@ -33,5 +33,8 @@ def test_command_line_overrides_the_composed_config(tmp_path, monkeypatch, capsy
     )  # fmt: skip
     trainer = config["trainer"]
     assert (trainer["max_steps"], trainer["precision"], trainer["gradient_clip_val"]) == (3, "bf16-mixed", 0.1)
-    assert trainer["logger"] == {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": trainer["logger"]["init_args"]}
+    assert trainer["logger"] == {
+        "class_path": "pytorch_lightning.loggers.CSVLogger",
+        "init_args": trainer["logger"]["init_args"],
+    }
     assert "project" not in trainer["logger"]["init_args"]  # the experiment's CSVLogger replaced the piece's wandb

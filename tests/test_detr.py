@@ -135,7 +135,11 @@ def _cost(logits, pred_boxes, tgt_labels, tgt_boxes, weights=(1.0, 5.0, 2.0)):
         a = box_cxcyczwhd_to_xyzxyz(pred_boxes[i : i + 1])
         b = box_cxcyczwhd_to_xyzxyz(tgt_boxes[j : j + 1])
         l1 = (pred_boxes[i] - tgt_boxes[j]).abs().sum().item()
-        cost[i, j] = -weights[0] * prob[i, tgt_labels[j]].item() + weights[1] * l1 - weights[2] * generalized_box_iou(a, b).item()
+        cost[i, j] = (
+            -weights[0] * prob[i, tgt_labels[j]].item()
+            + weights[1] * l1
+            - weights[2] * generalized_box_iou(a, b).item()
+        )
     return cost
 
 
@@ -151,7 +155,9 @@ def test_matcher_is_optimal_against_brute_force(seed):
         n = len(t["labels"])
         assert len(rows) == len(cols) == n and sorted(cols.tolist()) == list(range(n))
         cost = _cost(logits[b], pred_boxes[b], t["labels"], t["boxes"])
-        best = min((sum(cost[p[j], j] for j in range(n)) for p in itertools.permutations(range(n_queries), n)), default=0)
+        best = min(
+            (sum(cost[p[j], j] for j in range(n)) for p in itertools.permutations(range(n_queries), n)), default=0
+        )
         assert cost[rows.numpy(), cols.numpy()].sum() == pytest.approx(best, abs=1e-5)
 
 
@@ -203,7 +209,9 @@ def test_criterion_refuses_mismatched_classes():
 
 def test_monai_resnet_backbone_and_reference_points():
     backbone = ResNetBackbone3d(depth=10, in_channels=4, widen_factor=0.125, no_max_pool=True)
-    net = DETR3d(backbone, n_queries=3, hidden_dim=12, n_heads=2, enc_layers=1, dec_layers=1, ff_dim=16, reference_points=True)
+    net = DETR3d(
+        backbone, n_queries=3, hidden_dim=12, n_heads=2, enc_layers=1, dec_layers=1, ff_dim=16, reference_points=True
+    )
     out = net(torch.randn(1, 4, 32, 32, 32))
     assert backbone(torch.randn(1, 4, 32, 32, 32)).shape == (1, backbone.out_channels, 2, 2, 2)
     assert out["pred_logits"].shape == (1, 3, 2) and out["pred_boxes"].shape == (1, 3, 6) and out["aux_outputs"] == []
@@ -240,7 +248,9 @@ def test_average_precision_and_froc_hand_made():
     labels = [np.array([1, 1, 1, 1]), np.array([1])]
     true_labels = [np.array([0, 0]), np.zeros(0)]
     assert mean_average_precision(preds, scores, labels, truth, true_labels, 0.5) == 0.0
-    assert mean_average_precision(preds, scores, [np.zeros(4), np.zeros(1)], truth, true_labels, 0.5) == pytest.approx(0.45)
+    assert mean_average_precision(preds, scores, [np.zeros(4), np.zeros(1)], truth, true_labels, 0.5) == pytest.approx(
+        0.45
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -254,7 +264,9 @@ def test_label_to_boxes_and_flip():
     assert label_to_boxes(mask, min_voxels=5).tolist() == [[1, 2, 3, 4, 6, 5], [8, 7, 0, 11, 9, 2]]
 
     image = torch.as_tensor(mask[None].astype(np.float32))
-    boxes = box_xyzxyz_to_cxcyczwhd(torch.as_tensor(label_to_boxes(mask, 5) / np.tile(mask.shape, 2), dtype=torch.float32))
+    boxes = box_xyzxyz_to_cxcyczwhd(
+        torch.as_tensor(label_to_boxes(mask, 5) / np.tile(mask.shape, 2), dtype=torch.float32)
+    )
     for axis in range(3):
         flipped = RandFlipBoxesd(spatial_axis=axis, prob=1.0)({"image": image, "boxes": boxes})
         again = label_to_boxes(flipped["image"][0].numpy(), 5) / np.tile(mask.shape, 2)
@@ -275,7 +287,9 @@ def truth_world_boxes(root: Path) -> dict[str, np.ndarray]:
     truth = json.loads((root / "demo_truth.json").read_text())
     out = {}
     for case_id, t in truth.items():
-        voxel = np.array([[*les["bbox_voxel"]["min"], *np.add(les["bbox_voxel"]["max"], 1)] for les in t["lesions"]], float)
+        voxel = np.array(
+            [[*les["bbox_voxel"]["min"], *np.add(les["bbox_voxel"]["max"], 1)] for les in t["lesions"]], float
+        )
         out[case_id] = boxes_voxel_to_world(voxel, np.array(t["affine"]))
     return out
 
@@ -284,8 +298,12 @@ def test_boxes_from_label_and_from_json_agree_with_demo_truth(demo_data, tmp_pat
     truth = truth_world_boxes(demo_data / "train")
     from_label = DetectionDataModule(str(demo_data / "train"), roi_size=(32, 32, 32), val_fraction=0, min_voxels=1)
     boxes_json = tmp_path / "boxes.json"
-    boxes_json.write_text(json.dumps({c: [{"box_mm": b.tolist(), "label": 0} for b in boxes] for c, boxes in truth.items()}))
-    from_json = DetectionDataModule(str(demo_data / "train"), roi_size=(32, 32, 32), val_fraction=0, boxes_json=str(boxes_json))
+    boxes_json.write_text(
+        json.dumps({c: [{"box_mm": b.tolist(), "label": 0} for b in boxes] for c, boxes in truth.items()})
+    )
+    from_json = DetectionDataModule(
+        str(demo_data / "train"), roi_size=(32, 32, 32), val_fraction=0, boxes_json=str(boxes_json)
+    )
     batches = []
     for dm in (from_label, from_json):
         dm.setup("fit")
@@ -377,11 +395,22 @@ def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 3  # stopped mid-epoch, after validation
     metrics = (run / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
-    for name in ("train/loss_ce", "train/loss_bbox", "train/loss_giou", "val/map_10", "val/map_25", "val/map_50", "val/froc"):
+    for name in (
+        "train/loss_ce",
+        "train/loss_bbox",
+        "train/loss_giou",
+        "val/map_10",
+        "val/map_25",
+        "val/map_50",
+        "val/froc",
+    ):
         assert name in metrics
 
     out = tmp_path / "boxes"
-    assert main(["detect", str(demo_data / "test"), "--ckpt", str(ckpt), "--out", str(out), "--mask", "--min-score", "0"]) == 0
+    assert (
+        main(["detect", str(demo_data / "test"), "--ckpt", str(ckpt), "--out", str(out), "--mask", "--min-score", "0"])
+        == 0
+    )
     result = json.loads((out / "BraTS2021_00500.json").read_text())
     assert len(result["boxes"]) == 8 and all(len(b["box_mm"]) == 6 for b in result["boxes"])
     assert (out / "BraTS2021_00500_boxes.nii.gz").exists()

@@ -183,7 +183,12 @@ def test_refuses_to_write_into_label_folder(flat):
 
 
 def test_cli_prints_table_and_paths(flat, capsys):
-    assert medseg_main(["evaluate", "--pred", str(flat / "preds"), "--label", str(flat / "labels"), "--out", str(flat / "o")]) == 0
+    assert (
+        medseg_main(
+            ["evaluate", "--pred", str(flat / "preds"), "--label", str(flat / "labels"), "--out", str(flat / "o")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["region", "Dice", "mean", "±", "std", "HD95", "(mm)", "mean", "±", "std"]

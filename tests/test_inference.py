@@ -86,7 +86,10 @@ def test_python_api_returns_arrays_and_writes_when_asked(tmp_path):
     np.testing.assert_allclose(result.affine, LPS_AFFINE, atol=1e-6)
     assert not (tmp_path / "out").exists()
     _predictor().predict([tmp_path / "cases" / "BraTS2021_00013"], out_dir=tmp_path / "out", probabilities=True)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["BraTS2021_00013.nii.gz", "BraTS2021_00013_prob.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "BraTS2021_00013.nii.gz",
+        "BraTS2021_00013_prob.nii.gz",
+    ]
     assert nib.load(str(tmp_path / "out" / "BraTS2021_00013_prob.nii.gz")).shape == (*label.shape, 3)
 
 
@@ -132,7 +135,9 @@ def test_training_curves_picture(tmp_path):
     from medseg.reporting.html import plot_curves
 
     metrics = tmp_path / "metrics.csv"
-    rows = ["epoch,step,train/loss,train/dice,val/dice_wt"] + [f"0,{s},{1 - s / 20},{0.9 - s / 30},{'' if s % 5 else s / 20}" for s in range(20)]
+    rows = ["epoch,step,train/loss,train/dice,val/dice_wt"] + [
+        f"0,{s},{1 - s / 20},{0.9 - s / 30},{'' if s % 5 else s / 20}" for s in range(20)
+    ]
     metrics.write_text("\n".join(rows) + "\n")
     png = plot_curves(metrics, tmp_path / "curves.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -203,7 +208,9 @@ def test_window_choices_and_errors():
     assert check_window("auto", net) == "auto"
     assert check_window(["64", "64", "32"], net) == (64, 64, 32)
     assert check_window("auto", OracleNet()) == "roi"  # no memory estimate: the training roi
-    unetr = UNETR(in_channels=4, out_channels=3, img_size=(32, 32, 32), feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4)
+    unetr = UNETR(
+        in_channels=4, out_channels=3, img_size=(32, 32, 32), feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4
+    )
     assert check_window("auto", unetr) == "roi"
     for bad, net_ in (("huge", net), ([60, 64, 64], net), ([64, 64], net), ([32, 32, 32], unetr)):
         with pytest.raises(MedsegError, match="window"):

@@ -48,7 +48,9 @@ def test_sigkill_mid_fit_then_resume_gives_the_uninterrupted_weights(two_cases, 
 
     def fit(run: Path, *extra: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "medseg.cli", *fit_args(two_cases, run, 6), *extra]
-        return subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, cwd=ROOT)
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, cwd=ROOT
+        )
 
     straight = fit(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -81,7 +83,10 @@ def test_fit_and_predict_open_no_connection(two_cases, tmp_path, no_network):
     run = tmp_path / "run"
     assert main(fit_args(two_cases, run, 1)) == 0
     out = tmp_path / "pred"
-    assert main(["predict", str(two_cases / "train"), "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    assert (
+        main(["predict", str(two_cases / "train"), "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)])
+        == 0
+    )
     assert no_network == []
 
 

@@ -12,5 +12,3 @@ def report_failures(failures: list[str]) -> int:
         for line in failures:
             print(f"  {line}", file=sys.stderr)
     return 1 if failures else 0
-
-

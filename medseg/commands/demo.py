@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=str(CONFIG), help="fit config (default: configs/swin_unetr_demo.yaml)")
     parser.add_argument("--logger", choices=["wandb", "csv"], default="wandb", help="wandb (offline) or csv")
     parser.add_argument(
-        "fit_overrides", nargs="*", metavar="-- FIT_OPTION", help="after --: options passed on to `medseg fit`, "
-        "e.g. -- --model.init_args.lr 2e-3",
+        "fit_overrides",
+        nargs="*",
+        metavar="-- FIT_OPTION",
+        help="after --: options passed on to `medseg fit`, e.g. -- --model.init_args.lr 2e-3",
     )
     return parser
 
@@ -65,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
         "--trainer.default_root_dir", str(run_dir),
     ]  # fmt: skip
     if args.logger == "csv":
-        fit_args += ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(run_dir)]
+        fit_args += [
+            "--trainer.logger",
+            "pytorch_lightning.loggers.CSVLogger",
+            "--trainer.logger.save_dir",
+            str(run_dir),
+        ]
     else:
         fit_args += ["--trainer.logger.init_args.save_dir", str(run_dir)]
     if args.max_steps:
@@ -77,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
-    code = predict.main([str(test_dir), "--ckpt", str(ckpt), "--out", str(out / "predictions"), "--overwrite", "--report"])
+    code = predict.main(
+        [str(test_dir), "--ckpt", str(ckpt), "--out", str(out / "predictions"), "--overwrite", "--report"]
+    )
     timings["predict"] = time.perf_counter() - start
     if code:
         return code
@@ -97,4 +106,3 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
-

@@ -77,5 +77,3 @@ layouts:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-

@@ -25,13 +25,21 @@ renamed; cases whose JSON exists are skipped unless --overwrite; a bad case is r
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medseg detect", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="medseg detect", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="case files or folders")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `medseg fit --config configs/detr_demo.yaml`")
+    parser.add_argument(
+        "--ckpt", required=True, help="checkpoint written by `medseg fit --config configs/detr_demo.yaml`"
+    )
     parser.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
-    parser.add_argument("--min-score", type=float, default=0.05, help="leave out boxes scoring below this (default: 0.05)")
+    parser.add_argument(
+        "--min-score", type=float, default=0.05, help="leave out boxes scoring below this (default: 0.05)"
+    )
     parser.add_argument("--mask", action="store_true", help="also write <case>_boxes.nii.gz on the input grid")
-    parser.add_argument("--mask-score", type=float, default=0.5, help="boxes drawn in the mask score at least this (default: 0.5)")
+    parser.add_argument(
+        "--mask-score", type=float, default=0.5, help="boxes drawn in the mask score at least this (default: 0.5)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
     return parser
@@ -46,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         detector, cases, args.out, args.min_score, args.mask_score if args.mask else None, args.overwrite
     )
     skipped = len(cases) - len(written) - len(failures)
-    print(f"wrote {len(written)} box file(s) to {args.out}" + (f"; {skipped} already there (use --overwrite to redo)" if skipped else ""))
+    print(
+        f"wrote {len(written)} box file(s) to {args.out}"
+        + (f"; {skipped} already there (use --overwrite to redo)" if skipped else "")
+    )
     return report_failures(failures)
-
-
-

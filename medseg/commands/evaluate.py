@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _, summary = evaluate_folder(args.pred, args.label, args.convention, args.pred_convention, not args.no_hd95, args.out)
+    _, summary = evaluate_folder(
+        args.pred, args.label, args.convention, args.pred_convention, not args.no_hd95, args.out
+    )
     print(format_table(summary))
     if summary["ignored_predictions"]:
         ignored = summary["ignored_predictions"]
@@ -67,6 +69,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medseg: error: {missing} (left out of the means above)", file=sys.stderr)
         return 1
     return 0
-
-
-

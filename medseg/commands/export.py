@@ -21,8 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(FORMATS[args.format])
     difference = export(args.ckpt, out, args.format)
-    print(f"wrote {out} (+ {metadata_path(out).name}); max abs difference to PyTorch on a sample input: {difference:.3g}")
+    print(
+        f"wrote {out} (+ {metadata_path(out).name}); max abs difference to PyTorch on a sample input: {difference:.3g}"
+    )
     return 0
-
-
-

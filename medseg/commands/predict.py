@@ -40,17 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="case files or folders (see above)")
     parser.add_argument(
-        "--ckpt", required=True, help="checkpoint written by `medseg fit` (.ckpt), or a model written by `medseg export`"
+        "--ckpt",
+        required=True,
+        help="checkpoint written by `medseg fit` (.ckpt), or a model written by `medseg export`",
     )
     parser.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     parser.add_argument("--probabilities", action="store_true", help="also write <case>_prob.nii.gz")
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     parser.add_argument(
-        "--report", action="store_true", help="also write OUT/report/: a PNG overlay per case and index.html with volumes"
+        "--report",
+        action="store_true",
+        help="also write OUT/report/: a PNG overlay per case and index.html with volumes",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
     parser.add_argument(
-        "--devices", type=int, default=1, help="split the cases over N processes with Lightning DDP (GPUs, or CPU processes)"
+        "--devices",
+        type=int,
+        default=1,
+        help="split the cases over N processes with Lightning DDP (GPUs, or CPU processes)",
     )
     parser.add_argument("--num-nodes", type=int, default=1, help="machines for --devices (launch one process per node)")
     parser.add_argument(
@@ -75,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-convention", choices=["brats2021", "brats2023", "msd"], help="write labels in this convention instead"
     )
     return parser
-
-
 
 
 def _report_case(result, convention, report_dir: Path) -> dict:
@@ -169,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
         outcomes = _predict_distributed(cases, args)
     else:
         predictor = _predictor(args)
-        outcomes = [predict_one(predictor, case, args) for case in tqdm(cases, desc="predict", unit="case", disable=None)]
+        outcomes = [
+            predict_one(predictor, case, args) for case in tqdm(cases, desc="predict", unit="case", disable=None)
+        ]
     rows = [o["row"] for o in outcomes if o["row"]]
     if args.report and rows:
         print(f"report: {report.write_html(out / 'report', report.merge_rows(out / 'report', rows))}")
@@ -182,8 +189,5 @@ def run(args: argparse.Namespace) -> int:
     return report_failures([o["error"] for o in outcomes if o["status"] == "failed"])
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
-

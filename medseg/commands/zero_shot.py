@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     module = module.to(device)
     roi_size = saved_roi_size(data)
     if roi_size is None:
-        raise MedsegError(f"{args.ckpt}: holds no data roi_size (was it trained with medseg.data.reports.ReportDataModule?)")
+        raise MedsegError(
+            f"{args.ckpt}: holds no data roi_size (was it trained with medseg.data.reports.ReportDataModule?)"
+        )
     transform = pair_transforms(roi_size, data.get("spatial_mode", "resize"), data.get("pixdim"))
     names = list(prompts)
     with torch.inference_mode():
@@ -122,4 +124,3 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``medseg zero-shot``: returns the exit status (1 if any case failed)."""
     return run(build_parser().parse_args(argv))
-

@@ -166,7 +166,10 @@ class CaseDataModule(pl.LightningDataModule):
         folds = self.index.folds()
         if fold not in folds:
             raise LayoutError(f"{self.hparams.data_dir}: fold {fold} not found; the datalist has folds {folds}")
-        return {"train": [c for c in cases if c.get("fold") != fold], "val": [c for c in cases if c.get("fold") == fold]}
+        return {
+            "train": [c for c in cases if c.get("fold") != fold],
+            "val": [c for c in cases if c.get("fold") == fold],
+        }
 
     def _test_cases(self) -> list[dict]:
         """The usable cases of ``test_dir`` (any layout), else the validation split."""

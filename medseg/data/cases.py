@@ -145,7 +145,7 @@ def _channel_order(meta: dict, source: Path) -> list[int]:
     if not isinstance(meta.get("modality"), dict):
         raise LayoutError(
             f"{source}: no 'modality' entry, so which channel of the 4-D images is which is unknown "
-            f"(expected e.g. {{\"0\": \"FLAIR\", \"1\": \"T1w\", \"2\": \"t1gd\", \"3\": \"T2w\"}})"
+            f'(expected e.g. {{"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}})'
         )
     channels = _map_channels(meta["modality"], source, "modality")
     return [channels[m] for m in MODALITIES]

@@ -19,7 +19,6 @@ BG, SCALP, SKULL, CSF, GM, WM, DEEP_GM, EDEMA, ENHANCING, NECROSIS, NON_ENHANCIN
 _EDEMA_EXTENTS = {"minimal": (0.05, 0.18), "moderate": (0.28, 0.45), "extensive": (0.7, 1.3)}  # margin / core radius
 
 
-
 def make_affine(rng: np.random.Generator, shape: tuple, spacing: tuple) -> tuple[np.ndarray, np.ndarray]:
     """A BraTS-like voxel -> world affine and the world position of the head centre (on x = 0).
 
@@ -305,5 +304,3 @@ def describe(
         "edema_extent": "minimal" if edema_share < 0.45 else "moderate" if edema_share < 0.75 else "extensive",
         "bbox_voxel": {"min": [int(i) for i in where.min(axis=0)], "max": [int(i) for i in where.max(axis=0)]},
     }
-
-

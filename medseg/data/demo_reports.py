@@ -119,7 +119,9 @@ def demo_report(lesions: list[dict], rng: random.Random, thresholds_ml: Sequence
     if rng.random() < 0.5:
         largest = max(lesions, key=lambda lesion: lesion["volume_ml"])
         enh = "enhancing" if largest["enhancing"] else "non-enhancing"
-        parts.append(_IMPRESSION.format(side=largest["hemisphere"], lobe=largest["lobe"], enh=enh, noun=rng.choice(_NOUNS)))
+        parts.append(
+            _IMPRESSION.format(side=largest["hemisphere"], lobe=largest["lobe"], enh=enh, noun=rng.choice(_NOUNS))
+        )
     return header + " ".join(parts)
 
 
@@ -159,5 +161,3 @@ def write_demo_reports(
             line["labels"] = lesion_labels(max(lesions, key=lambda lesion: lesion["volume_ml"]), thresholds)
         lines.append(json.dumps(line))
     return write_atomic(root / filename, "\n".join(lines) + "\n")
-
-

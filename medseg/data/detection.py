@@ -109,7 +109,9 @@ class RandFlipBoxesd(RandomizableTransform, MapTransform):
     """Flip the images of ``keys`` [C, X, Y, Z] along ``spatial_axis`` with probability ``prob``, and the
     normalised cxcyczwhd ``boxes`` [N, 6] with them (centre c -> 1 - c; sizes unchanged)."""
 
-    def __init__(self, keys: Sequence[str] = ("image",), spatial_axis: int = 0, prob: float = 0.5, box_key: str = "boxes") -> None:
+    def __init__(
+        self, keys: Sequence[str] = ("image",), spatial_axis: int = 0, prob: float = 0.5, box_key: str = "boxes"
+    ) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob)
         self.spatial_axis, self.box_key = spatial_axis, box_key
@@ -175,14 +177,18 @@ def read_boxes_json(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     except (OSError, json.JSONDecodeError) as e:
         raise LayoutError(f"{path}: cannot be read as JSON ({e})") from None
     if not isinstance(raw, dict):
-        raise LayoutError(f"{path}: expected {{case_id: [{{\"box_mm\": [x0, y0, z0, x1, y1, z1], \"label\": 0}}]}}")
+        raise LayoutError(f'{path}: expected {{case_id: [{{"box_mm": [x0, y0, z0, x1, y1, z1], "label": 0}}]}}')
     out = {}
     for case_id, entries in raw.items():
         boxes, labels = [], []
         for i, entry in enumerate(entries if isinstance(entries, list) else [None]):
             box = entry.get("box_mm") if isinstance(entry, dict) else None
             if not (isinstance(box, list) and len(box) == 6 and all(isinstance(v, (int, float)) for v in box)):
-                raise CaseError(f"box {i}: expected {{\"box_mm\": [x0, y0, z0, x1, y1, z1], \"label\": 0}}, found {entry!r}", case_id, path)
+                raise CaseError(
+                    f'box {i}: expected {{"box_mm": [x0, y0, z0, x1, y1, z1], "label": 0}}, found {entry!r}',
+                    case_id,
+                    path,
+                )
             if not all(box[k] < box[k + 3] for k in range(3)):
                 raise CaseError(f"box {i}: {box} has x0 >= x1, y0 >= y1 or z0 >= z1", case_id, path)
             label = entry.get("label", 0)
@@ -241,7 +247,9 @@ class DetectionDataModule(CaseDataModule):
         boxes = read_boxes_json(self.hparams.boxes_json)
         unknown = sorted(set(boxes) - {c["case_id"] for c in index.cases})
         if unknown:
-            raise LayoutError(f"{self.hparams.boxes_json}: names {len(unknown)} case(s) not in {data_dir}, e.g. {unknown[:3]}")
+            raise LayoutError(
+                f"{self.hparams.boxes_json}: names {len(unknown)} case(s) not in {data_dir}, e.g. {unknown[:3]}"
+            )
         annotated = [
             {**c, "label": None, "boxes_mm": boxes[c["case_id"]][0], "box_labels": boxes[c["case_id"]][1]}
             for c in index.cases

@@ -151,4 +151,3 @@ class LabelToRegionsd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.converter(d[key])
         return d
-

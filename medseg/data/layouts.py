@@ -234,7 +234,7 @@ def _read_nnunet(root: Path, override: LabelConvention | None) -> DatasetIndex:
     meta = _load_json_object(meta_path)
     key = "channel_names" if "channel_names" in meta else "modality"  # nnU-Net v2 / v1
     if not isinstance(meta.get(key), dict):
-        raise LayoutError(f"{meta_path}: no 'channel_names' naming the input channels, e.g. {{\"0\": \"T1\", ...}}")
+        raise LayoutError(f'{meta_path}: no \'channel_names\' naming the input channels, e.g. {{"0": "T1", ...}}')
     channels = _map_channels(meta[key], meta_path, key)  # canonical modality -> channel number
     ending = meta.get("file_ending", ".nii.gz")
     by_folder, strays = _nnunet_files(root, ending)

@@ -70,7 +70,11 @@ def _dicom_case(folder: Path) -> dict | None:
         return None
     missing = [m for m in MODALITIES if m not in series]
     if missing:
-        raise CaseError(f"DICOM case folder lacks the {', '.join(missing)} series (one sub-folder per modality)", folder.name, folder)
+        raise CaseError(
+            f"DICOM case folder lacks the {', '.join(missing)} series (one sub-folder per modality)",
+            folder.name,
+            folder,
+        )
     return _case(folder.name, [str(series[m].absolute()) for m in MODALITIES], label=None)
 
 
@@ -156,5 +160,5 @@ def _image_shape(path: Path, case_id: str) -> tuple[int, ...]:
     """Shape read from the header only (a 4-D image with 4 channels reads as (X, Y, Z, 4))."""
     try:
         return read_header(path)[0]
-    except Exception as err:  # noqa: BLE001 - any reader failure is reported as this file's problem
+    except Exception as err:
         raise CaseError(f"cannot read the image header: {err}", case_id, path) from None

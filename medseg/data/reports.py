@@ -47,17 +47,6 @@ from medseg.errors import CaseError, LayoutError
 # ------------------------------------------------------------------------------------------ demo reports
 
 
-
-
-
-
-
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------ reading pairs
 
 
@@ -101,7 +90,9 @@ def read_pairs(
             raise CaseError(f"{where}: names no scan: give 'case_id', 'case' (a folder) or 'image' (files)", path=path)
         labels = row.get("labels") or {}
         if not isinstance(labels, dict):
-            raise CaseError(f"{where}: 'labels' must be an object of names to values, found {labels!r}", case["case_id"], path)
+            raise CaseError(
+                f"{where}: 'labels' must be an object of names to values, found {labels!r}", case["case_id"], path
+            )
         pairs.append({**case, "report": report.strip(), "labels": {str(k): str(v) for k, v in labels.items()}})
     if not pairs:
         raise LayoutError(f"{path}: holds no pairs")
@@ -174,7 +165,11 @@ def pair_transforms(
     if spatial_mode not in ("resize", "crop"):
         raise ValueError(f"spatial_mode must be 'resize' or 'crop', got {spatial_mode!r}")
     size = tuple(int(s) for s in roi_size)
-    fit = Resized("image", spatial_size=size, mode="area") if spatial_mode == "resize" else ResizeWithPadOrCropd("image", size)
+    fit = (
+        Resized("image", spatial_size=size, mode="area")
+        if spatial_mode == "resize"
+        else ResizeWithPadOrCropd("image", size)
+    )
     transforms = [*preprocessing("brats2021", pixdim, with_label=False), fit]  # no label: the convention is unused
     return Compose([*transforms, EnsureTyped("image", track_meta=False)])
 

@@ -76,13 +76,17 @@ class LoadCased(MapTransform):
         if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
             volume = _load_volume(str(paths), case_id)  # one 4-D file: [X, Y, Z, C]
             if volume.ndim != 4 or volume.shape[-1] != len(MODALITIES):
-                raise CaseError(f"has shape {tuple(volume.shape)}; expected [X, Y, Z, {len(MODALITIES)}]", case_id, paths)
+                raise CaseError(
+                    f"has shape {tuple(volume.shape)}; expected [X, Y, Z, {len(MODALITIES)}]", case_id, paths
+                )
             order = list(channel_order) if channel_order is not None else list(range(len(MODALITIES)))
             channels = [volume[..., i] for i in order]
             files = [str(paths)] * len(MODALITIES)
         else:
             if len(paths) != len(MODALITIES):
-                raise CaseError(f"has {len(paths)} image files; expected {len(MODALITIES)} ({', '.join(MODALITIES)})", case_id)
+                raise CaseError(
+                    f"has {len(paths)} image files; expected {len(MODALITIES)} ({', '.join(MODALITIES)})", case_id
+                )
             channels = [_load_volume(str(p), case_id) for p in paths]
             files = [str(p) for p in paths]
         for volume, path in zip(channels, files):

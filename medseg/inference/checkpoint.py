@@ -46,7 +46,10 @@ def load_checkpoint(checkpoint: str | Path, module_class: type[M], map_location:
     hparams.pop("pretrained", None)
     text = hparams.get("text_encoder")
     if isinstance(text, dict) and isinstance(text.get("init_args"), dict):
-        hparams["text_encoder"] = {**text, "init_args": {k: v for k, v in text["init_args"].items() if k != "tokenizer"}}
+        hparams["text_encoder"] = {
+            **text,
+            "init_args": {k: v for k, v in text["init_args"].items() if k != "tokenizer"},
+        }
     module = instantiate_module(module_class, hparams)
     module.load_state_dict(ckpt["state_dict"])
     return module.eval(), dict(ckpt.get("datamodule_hyper_parameters", {}))

@@ -70,8 +70,6 @@ class CaseBoxes:
         return {"case_id": self.case_id, "reference": self.reference, "space": "RAS", "unit": "mm", "boxes": boxes}
 
 
-
-
 class BoxDetector:
     """Find lesion boxes in whole scans with a trained :class:`DetectionModule`.
 
@@ -111,7 +109,9 @@ class BoxDetector:
         shape = data["grid_shape"].numpy().astype(np.float64)  # [3]
         voxel = pred["boxes"].cpu().double().numpy() * np.concatenate([shape, shape])  # [Q, 6] voxel edges
         boxes_mm = boxes_voxel_to_world(voxel, data["grid_affine"].numpy())  # [Q, 6]
-        return CaseBoxes(case["case_id"], boxes_mm, pred["scores"].cpu().numpy(), pred["labels"].cpu().numpy(), reference_file(case))
+        return CaseBoxes(
+            case["case_id"], boxes_mm, pred["scores"].cpu().numpy(), pred["labels"].cpu().numpy(), reference_file(case)
+        )
 
 
 def box_mask(boxes_mm: np.ndarray, reference: str) -> np.ndarray:
@@ -175,17 +175,17 @@ def predict_boxes(
             tqdm.write(f"medseg detect: skipped {case['case_id']}: {error}", file=sys.stderr)
             continue
         keep = result.scores >= min_score
-        result = CaseBoxes(result.case_id, result.boxes_mm[keep], result.scores[keep], result.labels[keep], result.reference)
+        result = CaseBoxes(
+            result.case_id, result.boxes_mm[keep], result.scores[keep], result.labels[keep], result.reference
+        )
         if mask_score is not None:
             strong = result.boxes_mm[result.scores >= mask_score]
-            write_like(box_mask(strong, result.reference), result.reference, out / case_output_name(case["case_id"], "_boxes.nii.gz"))
+            write_like(
+                box_mask(strong, result.reference),
+                result.reference,
+                out / case_output_name(case["case_id"], "_boxes.nii.gz"),
+            )
         with atomic_path(target) as tmp:  # the JSON last: it marks the case done
             tmp.write_text(json.dumps(result.to_json(), indent=1))
         written.append(target)
     return written, failures
-
-
-
-
-
-

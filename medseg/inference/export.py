@@ -103,7 +103,3 @@ def load_exported(path: str | Path):
     roi = tuple(meta["roi_size"])
     module = SegmentationModule(net=ExportedNet(path, roi), **{k: meta[k] for k in SETTINGS})
     return module.eval(), {"label_convention": meta["label_convention"], "pixdim": meta["pixdim"]}
-
-
-
-

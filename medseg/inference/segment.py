@@ -106,8 +106,6 @@ def available_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-
-
 class Predictor:
     """Segment whole scans with a trained ``SegmentationModule``.
 
@@ -145,7 +143,12 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
-        overrides = {"sw_overlap": overlap, "sw_mode": mode, "sw_batch_size": sw_batch_size, "stitch_device": stitch_device}
+        overrides = {
+            "sw_overlap": overlap,
+            "sw_mode": mode,
+            "sw_batch_size": sw_batch_size,
+            "stitch_device": stitch_device,
+        }
         self.module.hparams.update({k: v for k, v in overrides.items() if v is not None})
         self.convention = get_convention(label_convention)
         self.transform = eval_transforms(self.convention, pixdim, with_label=False)
@@ -173,7 +176,9 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.device.type != "cpu" and self.window == "auto" and not covers(roi, image.shape[1:]):
                 # the volume does not fit the accelerator: windows run there, the volume and its output stay in CPU memory
-                logits = self.module.sliding_window(image[None], roi_size=roi, sw_device=self.device, stitch_device="cpu")
+                logits = self.module.sliding_window(
+                    image[None], roi_size=roi, sw_device=self.device, stitch_device="cpu"
+                )
             else:
                 logits = self.module.sliding_window(image[None].to(self.device), roi_size=roi)  # [1, 3, X', Y', Z']
         probs = torch.sigmoid(logits[0].float()).cpu()  # [3, X', Y', Z']

@@ -57,7 +57,9 @@ class ClipLoss(nn.Module):
     ) -> None:
         super().__init__()
         if init_temperature <= 0 or 1.0 / init_temperature > max_scale:
-            raise ValueError(f"init_temperature must be > 0 with 1/init_temperature <= max_scale ({max_scale}), got {init_temperature}")
+            raise ValueError(
+                f"init_temperature must be > 0 with 1/init_temperature <= max_scale ({max_scale}), got {init_temperature}"
+            )
         log_scale = torch.tensor(math.log(1.0 / init_temperature))
         self.logit_scale = nn.Parameter(log_scale, requires_grad=learn_temperature)
         self.max_scale, self.local_loss, self.gather = max_scale, local_loss, gather
@@ -68,7 +70,9 @@ class ClipLoss(nn.Module):
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
         if image.shape != text.shape or image.ndim != 2:
-            raise ValueError(f"image and text embeddings must both be [B, D], got {tuple(image.shape)} and {tuple(text.shape)}")
+            raise ValueError(
+                f"image and text embeddings must both be [B, D], got {tuple(image.shape)} and {tuple(text.shape)}"
+            )
         batch = len(image)
         (all_image, all_text), rank = gather_embeddings(image, text) if self.gather else ([image, text], 0)
         scale = self.scale()
@@ -88,4 +92,3 @@ class ClipLoss(nn.Module):
             "loss_t2i": loss_t2i,
             "logit_scale": scale.detach(),
         }
-

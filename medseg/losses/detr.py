@@ -92,7 +92,9 @@ class SetCriterion3d(nn.Module):
         """outputs: ``pred_logits`` [B, Q, K+1], ``pred_boxes`` [B, Q, 6] (+ ``aux_outputs``); targets: B dicts."""
         n_logits = outputs["pred_logits"].shape[-1]
         if n_logits != self.n_classes + 1:
-            raise ValueError(f"the network predicts {n_logits - 1} classes but the criterion has n_classes={self.n_classes}")
+            raise ValueError(
+                f"the network predicts {n_logits - 1} classes but the criterion has n_classes={self.n_classes}"
+            )
         for t in targets:
             if len(t["labels"]) and int(t["labels"].max()) >= self.n_classes:
                 raise ValueError(f"target label {int(t['labels'].max())} is outside the {self.n_classes} classes")
@@ -114,7 +116,9 @@ class SetCriterion3d(nn.Module):
         query_idx = torch.cat([src for src, _ in indices])  # [M]
 
         target_classes = torch.full(logits.shape[:2], self.n_classes, dtype=torch.int64, device=logits.device)  # [B, Q]
-        target_classes[batch_idx, query_idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
+        target_classes[batch_idx, query_idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(
+            logits.device
+        )
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
 
         matched = pred_boxes[batch_idx, query_idx]  # [M, 6]

@@ -50,7 +50,9 @@ def _as_arrays(boxes, scores=None) -> tuple[np.ndarray, np.ndarray]:
     return boxes, scores
 
 
-def _match(pred_boxes, pred_scores, true_boxes, iou_threshold: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _match(
+    pred_boxes, pred_scores, true_boxes, iou_threshold: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Greedy matching per scan, highest score first.
 
     Returns per scan: scores [P] (descending), the true box each prediction takes [P] (-1: none; each

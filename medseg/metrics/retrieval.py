@@ -46,5 +46,3 @@ def zero_shot_metrics(probs: torch.Tensor, truth: Sequence[str], classes: Sequen
     aucs = [auroc(probs[:, c], target == c) for c in range(len(classes))]
     aucs = [a for a in aucs if not math.isnan(a)]
     return {"acc": acc, "auroc": float(np.mean(aucs)) if aucs else float("nan")}
-
-

@@ -86,8 +86,11 @@ def hd95(pred: Tensor, label: Tensor, spacing: Sequence[float] | None = None) ->
         with warnings.catch_warnings():  # MONAI 1.5+ warns about an argument it passes itself
             warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
             distance = compute_hausdorff_distance(
-                pred[b, c][None, None], label[b, c][None, None],
-                include_background=True, percentile=95, spacing=spacing,
+                pred[b, c][None, None],
+                label[b, c][None, None],
+                include_background=True,
+                percentile=95,
+                spacing=spacing,
             )  # [1, 1]
         out[b, c] = distance[0, 0]
     return out.to(pred_any.device)

@@ -110,7 +110,9 @@ class ClipModule(pl.LightningModule):
         if fit is None or getattr(self.text_encoder, "tokenizer_fitted", True):
             return
         if datamodule is None or not hasattr(datamodule, "train_reports"):
-            raise MedsegError("the text encoder has no tokenizer and no training reports to fit one on: give tokenizer=")
+            raise MedsegError(
+                "the text encoder has no tokenizer and no training reports to fit one on: give tokenizer="
+            )
         tokenizer = fit(datamodule.train_reports())
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:  # every rank: rank 0's vocab
             text = self.trainer.strategy.broadcast(tokenizer.to_str(), src=0)
@@ -188,6 +190,9 @@ class ClipModule(pl.LightningModule):
         for p in self.parameters():
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)  # biases, norms, temperature: no decay
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
         return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)

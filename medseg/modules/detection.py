@@ -57,7 +57,9 @@ class DetectionModule(pl.LightningModule):
         save_hparams(self)  # net and criterion as configs when LightningCLI built them; else left out
         net_classes, criterion_classes = getattr(net, "n_classes", None), getattr(criterion, "n_classes", None)
         if None not in (net_classes, criterion_classes) and net_classes != criterion_classes:
-            raise ValueError(f"the network predicts {net_classes} classes but the criterion expects {criterion_classes}")
+            raise ValueError(
+                f"the network predicts {net_classes} classes but the criterion expects {criterion_classes}"
+            )
         self.net, self.criterion = net, criterion
         self._outputs: list[dict] = []
 
@@ -70,17 +72,13 @@ class DetectionModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.criterion(self(batch["image"]), self.targets(batch))
-        self.log_dict(
-            {f"train/{k}": losses[k] for k in LOGGED_LOSSES}, prog_bar=True, batch_size=len(batch["image"])
-        )
+        self.log_dict({f"train/{k}": losses[k] for k in LOGGED_LOSSES}, prog_bar=True, batch_size=len(batch["image"]))
         return losses["loss"]
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         outputs = self(batch["image"])
         losses = self.criterion(outputs, self.targets(batch))
-        self.log_dict(
-            {f"{stage}/{k}": losses[k] for k in LOGGED_LOSSES}, on_epoch=True, batch_size=len(batch["image"])
-        )
+        self.log_dict({f"{stage}/{k}": losses[k] for k in LOGGED_LOSSES}, on_epoch=True, batch_size=len(batch["image"]))
         for pred, boxes, labels in zip(postprocess(outputs), batch["boxes"], batch["labels"]):
             truth = {"true_boxes": box_cxcyczwhd_to_xyzxyz(boxes), "true_labels": labels}  # [N, 6], [N]
             self._outputs.append({k: v.cpu() for k, v in {**pred, **truth}.items()})

@@ -167,4 +167,3 @@ def _spacing(image: torch.Tensor) -> Sequence[float] | None:
         return None
     affine = affine[0] if affine.ndim == 3 else affine
     return torch.linalg.norm(affine[:3, :3].float(), dim=0).tolist()
-

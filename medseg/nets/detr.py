@@ -31,7 +31,9 @@ class ConvBackbone3d(nn.Module):
     [B, in_channels, X, Y, Z] -> [B, channels[-1], X / 2^S, Y / 2^S, Z / 2^S] (rounded up), S = len(channels).
     """
 
-    def __init__(self, in_channels: int = 4, channels: Sequence[int] = (16, 32, 64, 128), convs_per_stage: int = 2) -> None:
+    def __init__(
+        self, in_channels: int = 4, channels: Sequence[int] = (16, 32, 64, 128), convs_per_stage: int = 2
+    ) -> None:
         super().__init__()
         layers, previous = [], in_channels
         for width in channels:
@@ -57,12 +59,16 @@ class ResNetBackbone3d(nn.Module):
     ``no_max_pool`` for small inputs. ``widen_factor`` scales every width (0.25: 16 ... 128 channels).
     """
 
-    def __init__(self, depth: int = 18, in_channels: int = 4, widen_factor: float = 1.0, no_max_pool: bool = False) -> None:
+    def __init__(
+        self, depth: int = 18, in_channels: int = 4, widen_factor: float = 1.0, no_max_pool: bool = False
+    ) -> None:
         super().__init__()
         builders = {10: resnet.resnet10, 18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}
         if depth not in builders:
             raise ValueError(f"ResNet depth {depth} is not offered; choose one of {sorted(builders)}")
-        net = builders[depth](spatial_dims=3, n_input_channels=in_channels, widen_factor=widen_factor, no_max_pool=no_max_pool)
+        net = builders[depth](
+            spatial_dims=3, n_input_channels=in_channels, widen_factor=widen_factor, no_max_pool=no_max_pool
+        )
         self.stem = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool)
         self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
         self.out_channels = int(net.in_planes)  # width of layer4's output
@@ -143,7 +149,9 @@ class DETR3d(nn.Module):
         super().__init__()
         channels = getattr(backbone, "out_channels", None)
         if not isinstance(channels, int):
-            raise ValueError(f"backbone {type(backbone).__name__} must have an int attribute out_channels (its feature channels)")
+            raise ValueError(
+                f"backbone {type(backbone).__name__} must have an int attribute out_channels (its feature channels)"
+            )
         if hidden_dim % n_heads:
             raise ValueError(f"hidden_dim {hidden_dim} is not divisible by n_heads {n_heads}")
         self.backbone = backbone
@@ -204,7 +212,9 @@ def _encoder_layer(layer: nn.TransformerEncoderLayer, src: Tensor, pos: Tensor) 
     return layer.norm2(src + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(src))))))
 
 
-def _decoder_layer(layer: nn.TransformerDecoderLayer, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
+def _decoder_layer(
+    layer: nn.TransformerDecoderLayer, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor
+) -> Tensor:
     """A post-norm ``nn.TransformerDecoderLayer`` with the query embedding added to its queries and the
     positions to the memory's keys, in every layer (DETR)."""
     q = k = tgt + query_pos

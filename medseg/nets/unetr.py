@@ -75,4 +75,3 @@ class UNETR(MonaiUNETR):
         """x [B, C, *img_size] -> logits [B, out_channels, *img_size]."""
         check_input_size(x, self.img_size, type(self).__name__)
         return super().forward(x)
-

@@ -18,13 +18,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
 
-from medseg.data.labels import REGIONS, LabelConvention  # noqa: E402
-from medseg.io import atomic_path  # noqa: E402
-from medseg.reporting.overlays import COLOURS, overlay_grid  # noqa: E402
+from medseg.data.labels import REGIONS, LabelConvention
+from medseg.io import atomic_path
+from medseg.reporting.overlays import COLOURS, overlay_grid
 
 LEGEND = {"WT": "whole tumour (edema)", "TC": "tumour core", "ET": "enhancing tumour"}
 
@@ -70,7 +70,9 @@ def merge_rows(out_dir: str | Path, rows: Sequence[dict]) -> list[dict]:
     return ordered
 
 
-def write_html(out_dir: str | Path, rows: Sequence[dict] | None = None, metrics_summary: str | Path | None = None) -> Path:
+def write_html(
+    out_dir: str | Path, rows: Sequence[dict] | None = None, metrics_summary: str | Path | None = None
+) -> Path:
     """``out_dir/index.html``: one row per case (volumes in ml, overlay), plus the evaluate summary.
 
     rows: ``{"case_id", "TC", "WT", "ET" (ml), "overlay" (path relative to out_dir)}``; default: the rows
@@ -87,7 +89,9 @@ def write_html(out_dir: str | Path, rows: Sequence[dict] | None = None, metrics_
     ]
     if metrics_summary and Path(metrics_summary).exists():
         summary = json.loads(Path(metrics_summary).read_text())
-        parts.append("<h2>Metrics</h2><table><tr><th>region</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>")
+        parts.append(
+            "<h2>Metrics</h2><table><tr><th>region</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>"
+        )
         for region in (*REGIONS, "mean"):
             dice, hd = summary.get(f"dice_{region.lower()}", {}), summary.get(f"hd95_{region.lower()}", {})
             parts.append(
@@ -100,7 +104,9 @@ def write_html(out_dir: str | Path, rows: Sequence[dict] | None = None, metrics_
     parts.append("<h2>Region volumes (ml)</h2><table><tr><th>case</th><th>TC</th><th>WT</th><th>ET</th></tr>")
     for row in rows:
         cells = "".join(f"<td>{row[r]:.1f}</td>" for r in REGIONS)
-        parts.append(f"<tr><td><a href='#{html.escape(row['case_id'])}'>{html.escape(row['case_id'])}</a></td>{cells}</tr>")
+        parts.append(
+            f"<tr><td><a href='#{html.escape(row['case_id'])}'>{html.escape(row['case_id'])}</a></td>{cells}</tr>"
+        )
     parts.append("</table><h2>Overlays</h2>")
     for row in rows:
         if row.get("overlay"):

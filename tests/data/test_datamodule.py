@@ -17,7 +17,9 @@ def dataset(tmp_path):
 @pytest.mark.parametrize("cache", ["none", "memory", "disk"])
 def test_cache_modes_give_the_same_batches(dataset, tmp_path, cache):
     root, _ = dataset
-    dm = BratsDataModule(str(root), roi_size=(16, 16, 16), cache=cache, cache_dir=str(tmp_path / "cache"), val_fraction=0.25)
+    dm = BratsDataModule(
+        str(root), roi_size=(16, 16, 16), cache=cache, cache_dir=str(tmp_path / "cache"), val_fraction=0.25
+    )
     dm.setup("fit")
     assert len(dm.splits["train"]) == 3 and len(dm.splits["val"]) == 1
     batch = next(iter(dm.train_dataloader()))

@@ -29,7 +29,7 @@ def test_objects_are_left_out_and_configs_kept(module_class):
     uncopyable.session = threading.Lock()  # as an ONNX session: the module must not be deep-copied
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "is an instance of nn.Module" warning
-        built = module_class(**{name: uncopyable for name in nets}, lr=0.5)
+        built = module_class(**dict.fromkeys(nets, uncopyable), lr=0.5)
     assert built.hparams.lr == 0.5 and not set(nets) & set(built.hparams) and not set(nets) & set(built.hparams_initial)
 
     cli = LightningCLI(

@@ -27,7 +27,6 @@ def _grid_pool(features: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     return F.adaptive_avg_pool3d(features, tuple(grid)).flatten(1)
 
 
-
 class SwinImageEncoder(nn.Module):
     """Swin UNETR's encoder (``monai.networks.nets.SwinUNETR(...).swinViT``) + pooling + projection head.
 

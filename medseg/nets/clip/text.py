@@ -138,7 +138,9 @@ class HFTextEncoder(nn.Module):
 
         folder = Path(path)
         if not (folder / "config.json").is_file():
-            raise MedsegError(f"{folder}: not a Hugging Face model folder (no config.json; write one with save_pretrained)")
+            raise MedsegError(
+                f"{folder}: not a Hugging Face model folder (no config.json; write one with save_pretrained)"
+            )
         try:
             self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -174,4 +176,3 @@ def build_text_encoder(kind: Literal["transformer", "hf"] = "transformer", **kwa
     if kind not in encoders:
         raise ValueError(f"text encoder must be one of {sorted(encoders)}, got {kind!r}")
     return encoders[kind](**kwargs)
-
