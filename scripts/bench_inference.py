@@ -3,7 +3,8 @@
     # timing and memory at feature_size 48 on a BraTS-size case (4 x 240 x 240 x 155, 1 mm), untrained weights
     python scripts/bench_inference.py --feature-size 48
     # agreement and Dice against the truth with a trained model (the demo's), on held-out generated cases
-    python scripts/bench_inference.py --ckpt demo_run/run/checkpoints/last.ckpt --shape 96 96 64 --spacing 2 2 2.5 --cases 8
+    python scripts/bench_inference.py --ckpt demo_run/run/checkpoints/last.ckpt \
+        --shape 96 96 64 --spacing 2 2 2.5 --cases 8
     # the same benchmark, small: seconds
     python scripts/bench_inference.py --quick
 
@@ -227,15 +228,18 @@ def main() -> None:
 
     print(
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads; {args.cases} case(s) {tuple(args.shape)} at "
-        f"{tuple(args.spacing)} mm; feature_size {feature_size}; {'trained: ' + args.ckpt if args.ckpt else 'untrained weights'}"
+        f"{tuple(args.spacing)} mm; feature_size {feature_size}; "
+        f"{'trained: ' + args.ckpt if args.ckpt else 'untrained weights'}"
     )
     print(
-        f"medseg predict {args.medseg_args or '(defaults)'}: median {med('medseg_s'):.1f} s/case, peak RSS {med('medseg_peak_mib'):.0f} MiB"
+        f"medseg predict {args.medseg_args or '(defaults)'}: median {med('medseg_s'):.1f} s/case, "
+        f"peak RSS {med('medseg_peak_mib'):.0f} MiB"
     )
     keys = [("medseg_vs_truth", "medseg vs truth")]
     if not args.no_stock:
         print(
-            f"stock (roi {args.stock_roi}, overlap {args.stock_overlap}): median {med('stock_s'):.1f} s/case, peak RSS {med('stock_peak_mib'):.0f} MiB"
+            f"stock (roi {args.stock_roi}, overlap {args.stock_overlap}): median {med('stock_s'):.1f} s/case, "
+            f"peak RSS {med('stock_peak_mib'):.0f} MiB"
         )
         print(f"speed-up (stock / medseg): median {med('speedup'):.2f}x")
         keys = [("agreement", "medseg vs stock"), ("stock_vs_truth", "stock vs truth"), *keys]

@@ -180,7 +180,8 @@ def main() -> None:
         kind = "train step (fwd+bwd+AdamW)" if training else "forward"
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
         print(
-            f"| {kind} | {feature_size} | 1x4x{side}^3 | {r['stock']:.3f} | {r['medseg']:.3f} | {r['ratio']:.2f}x | {diff} |",
+            f"| {kind} | {feature_size} | 1x4x{side}^3 | {r['stock']:.3f} | {r['medseg']:.3f} "
+            f"| {r['ratio']:.2f}x | {diff} |",
             flush=True,
         )
         for path, values in r["times"].items():

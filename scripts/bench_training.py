@@ -116,7 +116,8 @@ def main() -> None:
         fit = fit[WARMUP:]
     p, m = statistics.median(plain), statistics.median(fit)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, feature_size {args.feature_size}, roi {args.roi}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"feature_size {args.feature_size}, roi {args.roi}"
     )
     print(f"plain loop: median {p:.2f} s/step over {len(plain)} steps ({', '.join(f'{t:.2f}' for t in plain)})")
     print(f"medseg fit: median {m:.2f} s/step over {len(fit)} steps ({', '.join(f'{t:.2f}' for t in fit)})")
@@ -125,7 +126,8 @@ def main() -> None:
     if later:
         w = statistics.median(later)
         print(
-            f"data loading from the second epoch on (cache: memory): median {w * 1000:.0f} ms/step = {w / m:.1%} of a step"
+            f"data loading from the second epoch on (cache: memory): "
+            f"median {w * 1000:.0f} ms/step = {w / m:.1%} of a step"
         )
 
 

@@ -94,7 +94,8 @@ def test_predict_folder_goes_on_past_a_bad_case(demo_data, tmp_path, capsys):
 
 def test_bad_layout_is_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = main(fit_args(tmp_path, tmp_path / "run", 1)[:1] + ["--config", str(ROOT / "configs" / "swin_unetr_demo.yaml"),
+    code = main(fit_args(tmp_path, tmp_path / "run", 1)[:1] + [
+                "--config", str(ROOT / "configs" / "swin_unetr_demo.yaml"),
                 "--data.init_args.data_dir", str(tmp_path / "empty"), *TINY_NET,
                 "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
                 "--trainer.default_root_dir", str(tmp_path / "run")])  # fmt: skip
@@ -178,7 +179,8 @@ def test_predict_folder_split_over_two_ddp_processes(demo_data, tmp_path):
     cases = tmp_path / "cases"
     generate_dataset(cases, 3, seed=5, start_index=900, shape=(48, 48, 32))
     out = tmp_path / "pred"
-    command = [sys.executable, "-m", "medseg.cli", "predict", str(cases), "--ckpt", str(run / "checkpoints" / "last.ckpt"),
+    command = [sys.executable, "-m", "medseg.cli", "predict", str(cases),
+               "--ckpt", str(run / "checkpoints" / "last.ckpt"),
                "--out", str(out), "--devices", "2", "--device", "cpu"]  # fmt: skip
     result = subprocess.run(
         command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=ROOT

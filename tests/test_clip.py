@@ -429,7 +429,8 @@ def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_lightning_ddp_fit_with_two_cpu_processes(demo_pairs, tmp_path):
-    """Lightning DDP (gloo, 2 CPU processes): tokenizer shared from rank 0, gathered loss, validation over both ranks."""
+    """Lightning DDP (gloo, 2 CPU processes): tokenizer shared from rank 0, gathered loss,
+    validation over both ranks."""
     import subprocess
     import sys
 

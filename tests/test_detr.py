@@ -235,7 +235,8 @@ def test_average_precision_and_froc_hand_made():
     assert average_precision([np.zeros((0, 6))] * 2, [[], []], truth, 0.5) == 0.0
 
     # scan 0: hit lesion 1 (0.9), duplicate of it (0.8), miss (0.7), hit lesion 2 (0.6); scan 1: miss (0.95)
-    preds = [np.array([[0, 0, 0, 10, 10, 10], [1, 1, 1, 10, 10, 10], [50, 50, 50, 60, 60, 60], [20, 20, 20, 29, 30, 30]]),
+    preds = [np.array([[0, 0, 0, 10, 10, 10], [1, 1, 1, 10, 10, 10],
+                       [50, 50, 50, 60, 60, 60], [20, 20, 20, 29, 30, 30]]),
              np.array([[40, 40, 40, 45, 45, 45]])]  # fmt: skip
     scores = [np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.95])]
     # ranked: FP, TP, FP (duplicate), FP, TP -> precision 0, 1/2, 1/3, 1/4, 2/5 at recall 0, .5, .5, .5, 1

@@ -57,8 +57,22 @@ def flat(tmp_path):
 
 
 EXPECTED = {  # see the fixture `flat`
-    "case_a": dict(dice_tc=1.0, dice_wt=24 / 28, dice_et=14 / 15, hd95_tc=0.0, hd95_wt=2.0, hd95_et=1.3),
-    "case_b": dict(dice_tc=1.0, dice_wt=1.0, dice_et=0.0, hd95_tc=0.0, hd95_wt=0.0, hd95_et=HD95_PENALTY_MM),
+    "case_a": {
+        "dice_tc": 1.0,
+        "dice_wt": 24 / 28,
+        "dice_et": 14 / 15,
+        "hd95_tc": 0.0,
+        "hd95_wt": 2.0,
+        "hd95_et": 1.3,
+    },
+    "case_b": {
+        "dice_tc": 1.0,
+        "dice_wt": 1.0,
+        "dice_et": 0.0,
+        "hd95_tc": 0.0,
+        "hd95_wt": 0.0,
+        "hd95_et": HD95_PENALTY_MM,
+    },
 }
 
 

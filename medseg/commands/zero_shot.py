@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     classes.add_argument("--classes", nargs="+", metavar="NAME", help="class names, put into the templates")
     classes.add_argument("--prompts", metavar="FILE", help='JSON {"class": ["prompt", ...]}')
     parser.add_argument("--templates", nargs="+", default=list(DEFAULT_TEMPLATES), metavar="T",
-                        help="prompt templates for --classes, {} standing for the name (default: %(default)s)")  # fmt: skip
+                        help="prompt templates for --classes, {} standing for the name "
+                             "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--out", "-o", metavar="CSV", help="also write the probabilities to this CSV file")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
     return parser

@@ -68,8 +68,9 @@ class DetectionTargetsd(MapTransform):
 
     Reads ``image`` (a MetaTensor [C, X, Y, Z] whose affine maps its voxels to world mm) and either
     ``label`` (regions [3, X, Y, Z], TC/WT/ET; only with ``from_label``) or ``boxes_mm`` [N, 6] world
-    xyzxyz with ``box_labels`` [N]; neither: no boxes (prediction). Writes ``boxes`` [N, 6] normalised cxcyczwhd (clipped to the grid; boxes outside it dropped),
-    ``labels`` [N] int64, ``grid_affine`` [4, 4] and ``grid_shape`` [3]; removes ``label`` and ``boxes_mm``.
+    xyzxyz with ``box_labels`` [N]; neither: no boxes (prediction). Writes ``boxes`` [N, 6] normalised
+    cxcyczwhd (clipped to the grid; boxes outside it dropped), ``labels`` [N] int64, ``grid_affine``
+    [4, 4] and ``grid_shape`` [3]; removes ``label`` and ``boxes_mm``.
     """
 
     def __init__(

@@ -180,20 +180,21 @@ def _read_brats(root: Path, layout: str, override: LabelConvention | None) -> Da
         raise LayoutError(f"{root}: no case folder follows the {layout} naming {example}; found {found}")
     cases = []
     for folder, stems in folders:
-
-        def find(suffix: str, modality: str | None) -> str | None:
-            paths = stems.get(f"{folder.name}{sep}{suffix}", [])
-            if len(paths) > 1:
-                raise CaseError(f"two {suffix} files: {', '.join(p.name for p in paths)}", folder.name, folder)
-            if not paths and modality:
-                found = ", ".join(sorted(p.name for ps in stems.values() for p in ps)[:6])
-                expected = f"{folder.name}{sep}{suffix}.nii.gz"
-                raise CaseError(f"missing the {modality} image {expected} (found: {found})", folder.name, folder)
-            return str(paths[0]) if paths else None
-
-        image = [find(suffixes[m], m) for m in MODALITIES]
-        cases.append(_case(folder.name, image, label=find("seg", None)))
+        image = [_brats_file(folder, stems, sep, suffixes[m], m) for m in MODALITIES]
+        cases.append(_case(folder.name, image, label=_brats_file(folder, stems, sep, "seg", None)))
     return DatasetIndex(layout, override or _DEFAULT_CONVENTION[layout], root, _unique(cases, root))
+
+
+def _brats_file(folder: Path, stems: dict[str, list[Path]], sep: str, suffix: str, modality: str | None) -> str | None:
+    """The one file ``<case><sep><suffix>`` of a BraTS case folder; None if absent and optional (``modality`` None)."""
+    paths = stems.get(f"{folder.name}{sep}{suffix}", [])
+    if len(paths) > 1:
+        raise CaseError(f"two {suffix} files: {', '.join(p.name for p in paths)}", folder.name, folder)
+    if not paths and modality:
+        found = ", ".join(sorted(p.name for ps in stems.values() for p in ps)[:6])
+        expected = f"{folder.name}{sep}{suffix}.nii.gz"
+        raise CaseError(f"missing the {modality} image {expected} (found: {found})", folder.name, folder)
+    return str(paths[0]) if paths else None
 
 
 def _read_msd(root: Path, override: LabelConvention | None) -> DatasetIndex:

@@ -30,9 +30,9 @@ def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
     Each input may be: modality files of one case named BraTS-style (``<case>_t1ce``, ``<case>-t2f``...) or
     nnU-Net-style (``<case>_0000`` ... ``_0003``); a case folder; a folder of case folders; a flat folder of
     such files (nnU-Net ``imagesTs/``); a 4-D image with the modalities on its last axis; or a mix.
-    Files ending in ``_seg``/``-seg`` are skipped. Image files: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``;
-    DICOM: a case folder holding one series sub-folder per modality (``t1/``, ``t1ce/``, ``t2/``, ``flair/``
-    of ``.dcm`` files), or a folder of such case folders.
+    Files ending in ``_seg``/``-seg`` are skipped. Image files: ``.nii.gz``, ``.nii``, ``.nrrd``,
+    ``.nhdr``, ``.mha``, ``.mhd``; DICOM: a case folder holding one series sub-folder per modality
+    (``t1/``, ``t1ce/``, ``t2/``, ``flair/`` of ``.dcm`` files), or a folder of such case folders.
 
     Channel order of ``_000K`` files and of 4-D images comes from a ``dataset.json`` beside them or in the
     folder above (nnU-Net ``channel_names`` or MSD ``modality``); without one it is ASSUMED to be canonical,

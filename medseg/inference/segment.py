@@ -71,7 +71,8 @@ def check_window(window: str | Sequence[int], net) -> str | tuple[int, int, int]
     if len(sides) != 3 or any(s <= 0 or s % divisor for s in sides) or not any_size:
         shown = window if isinstance(window, str) else " ".join(str(s) for s in window)
         raise MedsegError(
-            f"window {shown!r}: use auto, roi or three sides; {type(net).__name__} takes windows of three sides, each a multiple of {divisor}"
+            f"window {shown!r}: use auto, roi or three sides; "
+            f"{type(net).__name__} takes windows of three sides, each a multiple of {divisor}"
             + ("" if any_size else " (this network takes only its roi_size: use --window roi)")
         )
     return sides
@@ -175,7 +176,8 @@ class Predictor:
         roi = self.window_for(image.shape[1:])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.device.type != "cpu" and self.window == "auto" and not covers(roi, image.shape[1:]):
-                # the volume does not fit the accelerator: windows run there, the volume and its output stay in CPU memory
+                # the volume does not fit the accelerator: windows run there,
+                # the volume and its output stay in CPU memory
                 logits = self.module.sliding_window(
                     image[None], roi_size=roi, sw_device=self.device, stitch_device="cpu"
                 )

@@ -58,7 +58,8 @@ class ClipLoss(nn.Module):
         super().__init__()
         if init_temperature <= 0 or 1.0 / init_temperature > max_scale:
             raise ValueError(
-                f"init_temperature must be > 0 with 1/init_temperature <= max_scale ({max_scale}), got {init_temperature}"
+                f"init_temperature must be > 0 with 1/init_temperature <= max_scale ({max_scale}), "
+                f"got {init_temperature}"
             )
         log_scale = torch.tensor(math.log(1.0 / init_temperature))
         self.logit_scale = nn.Parameter(log_scale, requires_grad=learn_temperature)

@@ -77,12 +77,14 @@ class SegmentationModule(pl.LightningModule):
         divisor = getattr(net, "size_divisor", 1)
         if len(roi_size) != 3 or any(int(s) % divisor for s in roi_size):
             raise ValueError(
-                f"roi_size {tuple(roi_size)} does not fit {type(net).__name__}: each side must be a multiple of {divisor}"
+                f"roi_size {tuple(roi_size)} does not fit {type(net).__name__}: "
+                f"each side must be a multiple of {divisor}"
             )
         fixed = getattr(net, "img_size", None)  # networks built for one input size (UNETR)
         if fixed is not None and tuple(int(s) for s in roi_size) != tuple(int(s) for s in fixed):
             raise ValueError(
-                f"roi_size {tuple(roi_size)} does not fit {type(net).__name__}: it takes exactly {tuple(fixed)} (its img_size)"
+                f"roi_size {tuple(roi_size)} does not fit {type(net).__name__}: "
+                f"it takes exactly {tuple(fixed)} (its img_size)"
             )
         self.net = net
         self.loss = DiceBCELoss(dice_weight, bce_weight)

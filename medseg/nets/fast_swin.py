@@ -20,8 +20,9 @@ a 3-D volume to be small. This module changes how five classes compute, never wh
 ``accelerate(net)`` swaps the classes of those modules in place. Parameters, buffers and
 ``state_dict`` keys are MONAI's own: published weights load, and a checkpoint loads back into
 stock MONAI. Under tracing or scripting (ONNX/TorchScript export), for attention dropout, for
-training off the CPU, and for dtypes the fast kernels do not take, each module runs MONAI's own forward. ``tests/nets`` holds the
-outputs equal to MONAI's within 1e-4 and the gradients within float32 rounding.
+training off the CPU, and for dtypes the fast kernels do not take, each module runs MONAI's own
+forward. ``tests/nets`` holds the outputs equal to MONAI's within 1e-4 and the gradients within
+float32 rounding.
 """
 
 from __future__ import annotations

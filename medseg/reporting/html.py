@@ -95,7 +95,8 @@ def write_html(
         for region in (*REGIONS, "mean"):
             dice, hd = summary.get(f"dice_{region.lower()}", {}), summary.get(f"hd95_{region.lower()}", {})
             parts.append(
-                f"<tr><td>{region}</td><td>{dice.get('mean', float('nan')):.4f} ± {dice.get('std', float('nan')):.4f}</td>"
+                f"<tr><td>{region}</td>"
+                f"<td>{dice.get('mean', float('nan')):.4f} ± {dice.get('std', float('nan')):.4f}</td>"
                 f"<td>{hd.get('mean', float('nan')):.2f} ± {hd.get('std', float('nan')):.2f}</td></tr>"
             )
         parts.append("</table>")

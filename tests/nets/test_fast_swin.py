@@ -77,7 +77,8 @@ def test_window_attention_gradients_equal_monais(shifted):
 
 @pytest.mark.slow
 def test_network_gradients_match_monai_within_float_rounding():
-    """Relative L2 error of all parameter gradients against a float64 MONAI reference, next to MONAI's own float32 error."""
+    """Relative L2 error of all parameter gradients against a float64 MONAI reference,
+    next to MONAI's own float32 error."""
     stock, fast = _pair()
     reference = MonaiSwinUNETR(in_channels=4, out_channels=3, feature_size=12).double()
     reference.load_state_dict(stock.state_dict())
