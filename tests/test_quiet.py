@@ -97,7 +97,9 @@ def test_demo_prints_results_not_noise(tmp_path):
         "--data.init_args.roi_size", "[32, 32, 32]", "--model.init_args.roi_size", "[32, 32, 32]",
         "--trainer.log_every_n_steps", "1",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
+    )
     text = done.stdout + done.stderr
     assert done.returncode == 0, text
     assert "Tracking run with wandb" in text  # the wandb logger ran (its warnings were not merely silent)
