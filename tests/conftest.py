@@ -13,6 +13,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
+# A 1-layer stand-in for Swin UNETR in CLI tests: fits and predicts in seconds
+TINY_NET = [
+    "--model.init_args.net", "torch.nn.Conv3d",
+    "--model.init_args.net.in_channels", "4",
+    "--model.init_args.net.out_channels", "3",
+    "--model.init_args.net.kernel_size", "3",
+    "--model.init_args.net.padding", "same",
+]  # fmt: skip
 
 
 # LPS-stored, anisotropic, slightly rotated: what scanners write and what must survive predict untouched

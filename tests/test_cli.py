@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_NET
 
 from medseg.cli import main
 from medseg.data.demo import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_NET = [
-    "--model.init_args.net", "torch.nn.Conv3d",
-    "--model.init_args.net.in_channels", "4",
-    "--model.init_args.net.out_channels", "3",
-    "--model.init_args.net.kernel_size", "3",
-    "--model.init_args.net.padding", "same",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import TINY_NET
 from pytorch_lightning.loggers import WandbLogger
 
 from medseg.cli import MedsegCLI, _quiet_third_party
@@ -25,13 +26,6 @@ SILENCED = [
     "does not exist",  # wandb: "git root <run dir> does not exist"
     "LeafSpec",
 ]
-TINY_NET = [
-    "--model.init_args.net", "torch.nn.Conv3d",
-    "--model.init_args.net.in_channels", "4",
-    "--model.init_args.net.out_channels", "3",
-    "--model.init_args.net.kernel_size", "3",
-    "--model.init_args.net.padding", "same",
-]  # fmt: skip
 
 
 def test_lightning_pytree_deprecation_is_filtered_by_module_only():
