@@ -32,11 +32,11 @@ from medseg.devices import resolve_device
 from medseg.errors import find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import (
-    atomic_path,
     case_output_name,
     check_output_dir,
     read_header,
     reference_file,
+    write_atomic,
     write_like,
 )
 from medseg.modules.detection import DetectionModule
@@ -185,7 +185,6 @@ def predict_boxes(
                 result.reference,
                 out / case_output_name(case["case_id"], "_boxes.nii.gz"),
             )
-        with atomic_path(target) as tmp:  # the JSON last: it marks the case done
-            tmp.write_text(json.dumps(result.to_json(), indent=1))
+        write_atomic(target, json.dumps(result.to_json(), indent=1))  # the JSON last: it marks the case done
         written.append(target)
     return written, failures

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.io import atomic_path
+from medseg.io import atomic_path, write_atomic
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SETTINGS = ("roi_size", "sw_overlap", "sw_mode", "sw_batch_size", "threshold")
@@ -60,8 +60,7 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int
         "pixdim": data.get("pixdim"),
         "max_abs_difference": difference,
     }
-    with atomic_path(metadata_path(out)) as tmp:
-        tmp.write_text(json.dumps(metadata, indent=1))
+    write_atomic(metadata_path(out), json.dumps(metadata, indent=1))
     return difference
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from medseg.data.labels import REGIONS, LabelConvention
-from medseg.io import atomic_path
+from medseg.io import atomic_path, write_atomic
 from medseg.reporting.overlays import COLOURS, overlay_grid
 
 LEGEND = {"WT": "whole tumour (edema)", "TC": "tumour core", "ET": "enhancing tumour"}
@@ -65,8 +65,7 @@ def merge_rows(out_dir: str | Path, rows: Sequence[dict]) -> list[dict]:
     merged = {r["case_id"]: r for r in (json.loads(store.read_text()) if store.exists() else [])}
     merged.update({r["case_id"]: r for r in rows})
     ordered = [merged[k] for k in sorted(merged)]
-    with atomic_path(store) as tmp:
-        tmp.write_text(json.dumps(ordered, indent=1))
+    write_atomic(store, json.dumps(ordered, indent=1))
     return ordered
 
 
@@ -115,9 +114,7 @@ def write_html(
             parts.append(f"<h3 id='{case}'>{case}</h3><img src='{html.escape(str(row['overlay']))}' alt='{case}'>")
     parts.append("</body></html>")
     target = out_dir / "index.html"
-    with atomic_path(target) as tmp:
-        tmp.write_text("\n".join(parts))
-    return target
+    return write_atomic(target, "\n".join(parts))
 
 
 def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
