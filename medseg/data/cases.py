@@ -3,9 +3,10 @@
 A case dict holds, whatever the layout::
 
     case_id        str
-    image          list[str]: one file per modality in MODALITIES order (t1, t1ce, t2, flair),
-                   or str: one 4-D file (MSD)
-    channel_order  list[int], only with a 4-D file: where t1, t1ce, t2, flair sit on the file's last axis
+    image          list[str]: one file per channel of the task, in its order (brain-tumour presets:
+                   MODALITIES, t1, t1ce, t2, flair), or str: one file (MSD: 4-D with the channels on
+                   its last axis, or 3-D for a single-channel task)
+    channel_order  list[int], only with a 4-D file: where the task's channels sit on its last axis
     label          str | None (None for validation/test cases without a label)
     fold           int | None
 
@@ -22,9 +23,7 @@ from typing import Any
 
 from medseg.errors import CaseError, LayoutError
 from medseg.io import VOLUME_SUFFIXES
-
-MODALITIES = ("t1", "t1ce", "t2", "flair")  # channel order of every model medseg trains
-
+from medseg.tasks import MODALITIES, Channel, guess_kind
 
 # Lower-case modality name -> canonical; looked up with spaces, "-" and "_" removed (T1-Gd -> t1gd).
 MODALITY_ALIASES: dict[str, str] = {
@@ -35,6 +34,10 @@ MODALITY_ALIASES: dict[str, str] = {
 }
 
 # BraTS folder layouts: separator before the file suffix, and the suffix of each canonical modality.
+_BRATS_NAMING = {
+    "brats2021": ("_", {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}),
+    "brats2023": ("-", {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}),
+}
 
 
 _NNUNET_NAME = re.compile(r"(.+)_(\d{4})")  # <case>_0000
@@ -140,15 +143,30 @@ def _map_channels(names: dict, source: Path, key: str) -> dict[str, int]:
     return found
 
 
-def _channel_order(meta: dict, source: Path) -> list[int]:
-    """Where t1, t1ce, t2, flair sit on the last axis of 4-D images, from the JSON's ``modality``."""
-    if not isinstance(meta.get("modality"), dict):
+def dataset_channels(names: Any, source: Path, key: str) -> tuple[tuple[Channel, ...], list[int]]:
+    """Channels a dataset.json names (``{"0": "FLAIR", "1": "T1w", ...}``, ``{"0": "CT"}``) and the file
+    channel numbers in that order.
+
+    The four brain-tumour modalities, in any order and spelling, come out as MODALITIES (t1, t1ce, t2,
+    flair) so that brain-tumour models always see them in one order; any other set keeps the dataset's
+    numbering, each channel CT if named so, else MR.
+    """
+    if not isinstance(names, dict) or not names:
+        raise LayoutError(f'{source}: no {key!r} naming the input channels, e.g. {{"0": "CT"}} or {{"0": "T1", ...}}')
+    numbered: dict[int, str] = {}
+    for number, name in names.items():
+        if not str(number).isdigit():
+            raise LayoutError(f"{source}: {key} key {number!r} is not a channel number")
+        numbered[int(number)] = str(name)
+    if sorted(numbered) != list(range(len(numbered))):
         raise LayoutError(
-            f"{source}: no 'modality' entry, so which channel of the 4-D images is which is unknown "
-            f'(expected e.g. {{"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}})'
+            f"{source}: {key} channels are numbered {sorted(numbered)}; expected 0 to {len(numbered) - 1}"
         )
-    channels = _map_channels(meta["modality"], source, "modality")
-    return [channels[m] for m in MODALITIES]
+    canonical = {canonical_modality(n): k for k, n in numbered.items()}
+    if len(numbered) == len(MODALITIES) and set(canonical) == set(MODALITIES):
+        return tuple(Channel(m, "MR") for m in MODALITIES), [canonical[m] for m in MODALITIES]
+    order = sorted(numbered)
+    return tuple(Channel(numbered[k], guess_kind(numbered[k])) for k in order), order
 
 
 def _unique(cases: list[dict], source: str | Path) -> list[dict]:
@@ -160,3 +178,60 @@ def _unique(cases: list[dict], source: str | Path) -> list[dict]:
             files = [c["image"] if isinstance(c["image"], str) else c["image"][0] for c in (first, case)]
             raise LayoutError(f"{source}: case {case['case_id']} appears twice ({files[0]} and {files[1]})")
     return cases
+
+
+def _listing(root: Path) -> list[Path]:
+    """Visible entries of a dataset folder; errors for a missing or empty one."""
+    if not root.is_dir():
+        raise LayoutError(f"{root}: no such folder")
+    entries = sorted(p for p in root.iterdir() if not _is_hidden(p))
+    if not entries:
+        raise LayoutError(f"{root}: the folder is empty")
+    return entries
+
+
+def _describe(entries: list[Path]) -> str:
+    folders = [e.name + "/" for e in entries if e.is_dir()]
+    files = [e.name for e in entries if not e.is_dir()]
+    parts = []
+    for kind, items in (("folder", folders), ("file", files)):
+        if items:
+            more = ", ..." if len(items) > 3 else ""
+            parts.append(f"{len(items)} {kind}{'s' if len(items) > 1 else ''} ({', '.join(items[:3])}{more})")
+    return " and ".join(parts) or "nothing"
+
+
+def _case_folders(root: Path) -> list[tuple[Path, dict[str, list[Path]]]]:
+    """Visible sub-folders of ``root`` that hold image files, with those files by stem."""
+    folders = (p for p in sorted(root.iterdir()) if p.is_dir() and not _is_hidden(p))
+    return [(folder, stems) for folder in folders if (stems := _image_files(folder))]
+
+
+def _brats_style(folder: Path, stems: dict[str, list[Path]]) -> str | None:
+    for layout, (sep, suffixes) in _BRATS_NAMING.items():
+        if any(f"{folder.name}{sep}{s}" in stems for s in (*suffixes.values(), "seg")):
+            return layout
+    return None
+
+
+def _brats_styles(root: Path) -> dict[str, list[Path]]:
+    styles: dict[str, list[Path]] = {layout: [] for layout in _BRATS_NAMING}
+    for folder, stems in _case_folders(root):
+        if style := _brats_style(folder, stems):
+            styles[style].append(folder)
+    return styles
+
+
+def _nnunet_files(root: Path, ending: str = ".nii.gz") -> tuple[dict[tuple[Path, str], dict[int, list[Path]]], list]:
+    """nnU-Net images in imagesTr/ and imagesTs/: (folder, case id) -> channel -> paths, and misnamed files."""
+    by_case: dict[tuple[Path, str], dict[int, list[Path]]] = {}
+    strays = []
+    for folder in (root / "imagesTr", root / "imagesTs"):
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if _is_hidden(path) or not path.name.endswith(ending):
+                continue
+            if match := _NNUNET_NAME.fullmatch(path.name[: -len(ending)]):
+                by_case.setdefault((folder, match[1]), {}).setdefault(int(match[2]), []).append(path)
+            else:
+                strays.append(path)
+    return by_case, strays

@@ -1,5 +1,5 @@
-"""Guessing a dataset's label convention: from its case ids (BraTS 2021 / 2023 naming) or from the names
-of its labels in an nnU-Net / MSD dataset.json."""
+"""Guessing a dataset's task: its label convention from its case ids (BraTS 2021 / 2023 naming), or its
+whole task from the labels of an nnU-Net / MSD dataset.json or a datalist."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 
 from medseg.data.labels import CONVENTIONS, LabelConvention, convention_of_case_id
 from medseg.errors import LayoutError
+from medseg.tasks import MODALITIES, PRESETS, Channel, Task
+
+_GUESSED = ("brats2021", "brats2023", "msd")  # presets a dataset.json's label names can be matched to
 
 
 def _convention_from_names(cases: list[dict], source: Path) -> LabelConvention:
@@ -18,8 +21,8 @@ def _convention_from_names(cases: list[dict], source: Path) -> LabelConvention:
         return CONVENTIONS[found.pop()]
     example = cases[0]["case_id"] if cases else "no cases"
     raise LayoutError(
-        f"{source}: cannot tell the label convention from the case names (e.g. {example}); "
-        f"pass label_convention= (one of {', '.join(CONVENTIONS)})"
+        f"{source}: cannot tell the task from the case names (e.g. {example}) and it has no 'labels'; "
+        f"pass data.task (a preset: {', '.join(PRESETS)}, or a dict) or add 'labels' to the JSON"
     )
 
 
@@ -53,20 +56,41 @@ def _match_labels(labels: dict) -> LabelConvention | None:
                    for n, v in labels.items()}  # fmt: skip
         if None in regions or len(regions) != len(labels):
             return None
-        targets = [(conv, {r: frozenset(v) for r, v in conv.regions.items()}) for conv in CONVENTIONS.values()]
+        targets = [(PRESETS[n], {r: frozenset(v) for r, v in PRESETS[n].regions.items()}) for n in _GUESSED]
     else:
         regions = {_label_role(n): v for n, v in labels.items()}
         if None in regions or len(regions) != len(labels):
             return None
-        targets = [(conv, {_label_role(n): v for n, v in conv.labels.items()}) for conv in CONVENTIONS.values()]
+        targets = [(PRESETS[p], {_label_role(n): v for n, v in PRESETS[p].labels.items()}) for p in _GUESSED]
     return next((conv for conv, target in targets if target == regions), None)
 
 
-def _convention_from_labels(labels: Any, source: Path) -> LabelConvention:
-    convention = _match_labels(labels) if isinstance(labels, dict) else None
-    if convention is None:
-        raise LayoutError(
-            f"{source}: cannot tell the label convention from its labels {labels}; "
-            f"pass label_convention= (one of {', '.join(CONVENTIONS)})"
-        )
-    return convention
+def task_from_labels(
+    labels: Any, channels: tuple[Channel, ...], name: str, source: Path, meta: dict | None = None
+) -> Task:
+    """The task of a dataset from its JSON ``labels`` and its ``channels``.
+
+    A brain-tumour dataset (the four MR modalities, labels named as BraTS or MSD name them, or nnU-Net's
+    BraTS regions) is its preset; any other labels become classes (``{"0": "background", "1": "liver"}``,
+    ``{"background": 0, "liver": 1}``), or regions where nnU-Net's region-based form gives value lists
+    (``{"whole_tumor": [1, 2, 3], ...}`` with ``regions_class_order``).
+    """
+    if not isinstance(labels, dict) or not labels:
+        raise LayoutError(f'{source}: no \'labels\' naming the label values, e.g. {{"0": "background", "1": "liver"}}')
+    if tuple(c.name for c in channels) == MODALITIES:
+        preset = _match_labels(labels)
+        if preset is not None:
+            return preset
+    if all(str(k).isdigit() for k in labels):  # MSD / nnU-Net v1: {"0": "background", "1": "liver"}
+        labels = {str(n): int(v) for v, n in labels.items()}
+    named = {str(n): v for n, v in labels.items() if _normalise(n) != "background" and v != 0}
+    try:
+        if any(isinstance(v, list) for v in named.values()):  # nnU-Net region-based
+            regions = {n: tuple(int(x) for x in (v if isinstance(v, list) else [v])) for n, v in named.items()}
+            order = (meta or {}).get("regions_class_order") or []
+            values = sorted({v for vs in regions.values() for v in vs})
+            paint = tuple(zip(regions, (int(v) for v in order))) if len(order) == len(regions) else ()
+            return Task(name, channels, {f"label_{v}": v for v in values}, regions=regions, paint=paint)
+        return Task(name, channels, {n: int(v) for n, v in named.items()})
+    except (TypeError, ValueError) as err:
+        raise LayoutError(f"{source}: cannot read its labels {labels}: {err}") from None

@@ -8,13 +8,17 @@ Layouts, told apart by :func:`detect_layout`:
 - ``brats2021``: ``root/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (BraTS 2018-2021), labels 1, 2, 4.
 - ``brats2023``: ``root/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (BraTS-GLI-, -MEN-, -MET-, -PED-,
   -SSA-... of BraTS 2023 and later), labels 1, 2, 3.
-- ``msd``: Task01_BrainTumour, ``dataset.json`` + ``imagesTr/<case>.nii.gz`` (4-D, modalities on the
-  last axis, named by dataset.json ``modality``) + ``labelsTr/`` + optional ``imagesTs/``.
+- ``msd``: any Medical Segmentation Decathlon task, ``dataset.json`` + ``imagesTr/<case>.nii.gz`` (3-D for
+  one channel, 4-D with the channels on the last axis, named by dataset.json ``modality``) + ``labelsTr/``
+  + optional ``imagesTs/``.
 - ``nnunet``: nnU-Net raw, ``dataset.json`` (``channel_names``, ``labels``) + ``imagesTr/<case>_0000.nii.gz``
-  ... + ``labelsTr/<case>.nii.gz`` + optional ``imagesTs/``.
-- ``datalist``: a MONAI-style JSON ``{"training": [{"image": [...], "label": ..., "fold": k}], ...}``.
+  ... + ``labelsTr/<case>.nii.gz`` + optional ``imagesTs/``; any channels and labels, region-based too.
+- ``datalist``: a MONAI-style JSON ``{"training": [{"image": ..., "label": ..., "fold": k}], "validation":
+  [...], "modality": {...}, "labels": {...}}`` (MSD's and BTCV's ``dataset_0.json``).
 
-Every reader returns case dicts as ``medseg.data.cases`` describes them.
+Every reader returns case dicts as ``medseg.data.cases`` describes them, and the dataset's task
+(:mod:`medseg.tasks`): a BraTS layout its preset, a JSON-described dataset the task its ``modality`` /
+``channel_names`` and ``labels`` give, unless one is passed (``task=``).
 """
 
 from __future__ import annotations
@@ -25,33 +29,27 @@ from pathlib import Path
 from typing import Any
 
 from medseg.data.cases import (
-    _NNUNET_NAME,
-    MODALITIES,
+    _BRATS_NAMING,
+    _brats_style,
+    _brats_styles,
     _case,
-    _channel_order,
+    _case_folders,
     _data_path,
+    _describe,
     _image_files,
-    _is_hidden,
+    _listing,
     _load_json_object,
-    _map_channels,
     _named_modality,
+    _nnunet_files,
     _stem,
     _unique,
+    dataset_channels,
 )
-from medseg.data.guess_convention import _convention_from_labels, _convention_from_names
-from medseg.data.labels import BRATS2021, BRATS2023, MSD, LabelConvention, get_convention
+from medseg.data.guess_convention import _convention_from_names, task_from_labels
 from medseg.errors import CaseError, LayoutError
+from medseg.tasks import MODALITIES, PRESETS, Channel, Task, get_task
 
 LAYOUTS = ("brats2021", "brats2023", "msd", "nnunet", "datalist")
-
-
-_BRATS_NAMING = {
-    "brats2021": ("_", {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}),
-    "brats2023": ("-", {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}),
-}
-
-
-_DEFAULT_CONVENTION = {"brats2021": BRATS2021, "brats2023": BRATS2023, "msd": MSD}
 
 
 _TRIED = (
@@ -65,12 +63,17 @@ _DATALIST_SECTIONS = ("training", "validation", "testing", "test")
 
 @dataclass
 class DatasetIndex:
-    """The cases of one dataset, with the layout they were read from and their label convention."""
+    """The cases of one dataset, with the layout they were read from and their task."""
 
     layout: str
-    convention: LabelConvention
+    task: Task
     root: Path
     cases: list[dict]
+
+    @property
+    def convention(self) -> Task:
+        """The task (older code calls its label part the label convention)."""
+        return self.task
 
     def folds(self) -> list[int]:
         """Sorted distinct folds of the cases, [] if none has one."""
@@ -126,6 +129,7 @@ def read_dataset(
     layout: str = "auto",
     label_convention: str | None = None,
     datalist: str | None = None,
+    task: str | dict | Task | None = None,
 ) -> DatasetIndex:
     """Read a dataset folder (or datalist JSON) into a :class:`DatasetIndex`.
 
@@ -134,14 +138,16 @@ def read_dataset(
             JSON's folder), or the datalist ``.json`` itself.
         layout: ``"auto"`` to detect it, or one of ``LAYOUTS`` to force it (a folder that does not follow
             the forced layout is a ``LayoutError`` saying what it looks like instead).
-        label_convention: name of a label convention (``brats2021``, ``brats2023``, ``msd``); overrides the
-            layout's default or the one inferred from names / dataset.json labels.
+        label_convention: name of a preset (``brats2021``, ``brats2023``, ``msd``...): the older name of ``task``.
         datalist: path of a datalist JSON (absolute, relative to the working folder, or to ``root``).
+        task: the task (a preset name, a dict or a Task); overrides the layout's preset or the one its JSON
+            describes. Its channel count must match the dataset's.
     """
     if layout != "auto" and layout not in LAYOUTS:
         raise LayoutError(f"unknown layout {layout!r}; choose 'auto' or one of {', '.join(LAYOUTS)}")
     try:
-        override = get_convention(label_convention) if label_convention else None
+        spec = task if task is not None else label_convention
+        override = get_task(spec) if spec else None
     except ValueError as err:
         raise LayoutError(str(err)) from None
     root = Path(os.path.abspath(root))
@@ -171,7 +177,19 @@ def read_dataset(
         raise LayoutError(f"{err} (layout={layout!r} was asked for; the folder looks like {detected})") from None
 
 
-def _read_brats(root: Path, layout: str, override: LabelConvention | None) -> DatasetIndex:
+def _task(found: tuple[Channel, ...], detect, override: Task | None, source: Path) -> Task:
+    """``override`` when given (its channel count checked against the dataset's), else ``detect()``."""
+    if override is None:
+        return detect()
+    if override.in_channels != len(found):
+        raise LayoutError(
+            f"{source}: the dataset has {len(found)} channel(s) ({', '.join(c.name for c in found)}); "
+            f"task {override.name} takes {override.in_channels} ({', '.join(override.channel_names)})"
+        )
+    return override
+
+
+def _read_brats(root: Path, layout: str, override: Task | None) -> DatasetIndex:
     sep, suffixes = _BRATS_NAMING[layout]
     folders = _case_folders(root)
     if not any(_brats_style(folder, stems) == layout for folder, stems in folders):
@@ -182,7 +200,8 @@ def _read_brats(root: Path, layout: str, override: LabelConvention | None) -> Da
     for folder, stems in folders:
         image = [_brats_file(folder, stems, sep, suffixes[m], m) for m in MODALITIES]
         cases.append(_case(folder.name, image, label=_brats_file(folder, stems, sep, "seg", None)))
-    return DatasetIndex(layout, override or _DEFAULT_CONVENTION[layout], root, _unique(cases, root))
+    task = _task(PRESETS[layout].channels, lambda: PRESETS[layout], override, root)
+    return DatasetIndex(layout, task, root, _unique(cases, root))
 
 
 def _brats_file(folder: Path, stems: dict[str, list[Path]], sep: str, suffix: str, modality: str | None) -> str | None:
@@ -197,12 +216,22 @@ def _brats_file(folder: Path, stems: dict[str, list[Path]], sep: str, suffix: st
     return str(paths[0]) if paths else None
 
 
-def _read_msd(root: Path, override: LabelConvention | None) -> DatasetIndex:
+def _json_task(meta: dict, key: str, source: Path, override: Task | None, name: str) -> tuple[Task, list[int]]:
+    """The task of a JSON-described dataset and the file channel numbers in its channel order."""
+    if override is not None and not isinstance(meta.get(key), dict):  # the task names the channels
+        return override, None
+    channels, order = dataset_channels(meta.get(key), source, key)
+    detect = lambda: task_from_labels(meta.get("labels"), channels, str(meta.get("name") or name), source, meta)  # noqa: E731
+    return _task(channels, detect, override, source), order
+
+
+def _read_msd(root: Path, override: Task | None) -> DatasetIndex:
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise LayoutError(f"{root}: no dataset.json (an MSD folder holds dataset.json, imagesTr/ and labelsTr/)")
     meta = _load_json_object(meta_path)
-    order = _channel_order(meta, meta_path)
+    task, order = _json_task(meta, "modality", meta_path, override, root.name)
+    order = order or list(range(task.in_channels))
     cases = []
     if isinstance(meta.get("training"), list):
         for section in ("training", "test"):
@@ -225,32 +254,29 @@ def _read_msd(root: Path, override: LabelConvention | None) -> DatasetIndex:
     if not cases:
         raise LayoutError(f"{root}: no images listed in dataset.json nor found in imagesTr/ or imagesTs/")
     cases = _unique(cases, meta_path)
-    return DatasetIndex("msd", override or MSD, root, sorted(cases, key=lambda c: c["case_id"]))
+    return DatasetIndex("msd", task, root, sorted(cases, key=lambda c: c["case_id"]))
 
 
-def _read_nnunet(root: Path, override: LabelConvention | None) -> DatasetIndex:
+def _read_nnunet(root: Path, override: Task | None) -> DatasetIndex:
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise LayoutError(f"{root}: no dataset.json (an nnU-Net raw folder holds dataset.json, imagesTr/, labelsTr/)")
     meta = _load_json_object(meta_path)
     key = "channel_names" if "channel_names" in meta else "modality"  # nnU-Net v2 / v1
-    if not isinstance(meta.get(key), dict):
-        raise LayoutError(f'{meta_path}: no \'channel_names\' naming the input channels, e.g. {{"0": "T1", ...}}')
-    channels = _map_channels(meta[key], meta_path, key)  # canonical modality -> channel number
+    task, order = _json_task(meta, key, meta_path, override, root.name)
+    order = order or list(range(task.in_channels))
     ending = meta.get("file_ending", ".nii.gz")
     by_folder, strays = _nnunet_files(root, ending)
     if not by_folder:
         raise LayoutError(f"{root}: no nnU-Net images <case>_0000{ending} in imagesTr/ or imagesTs/")
     if strays:
         raise CaseError(f"not named <case>_XXXX{ending} as nnU-Net images are", path=strays[0])
-    convention = override or _convention_from_labels(meta.get("labels"), meta_path)
     cases = []
     for (folder, case_id), files in sorted(by_folder.items()):
         for number, paths in sorted(files.items()):
-            if number not in channels.values():
+            if number not in order:
                 raise CaseError(f"channel {number:04d} is not in dataset.json {key}", case_id, paths[0])
-        missing = [f"{case_id}_{channels[m]:04d}{ending} ({m})" for m in MODALITIES
-                   if channels[m] not in files]  # fmt: skip
+        missing = [f"{case_id}_{n:04d}{ending} ({c.name})" for n, c in zip(order, task.channels) if n not in files]
         if missing:
             raise CaseError(f"missing the image {', '.join(missing)}", case_id, folder)
         label = None
@@ -258,58 +284,59 @@ def _read_nnunet(root: Path, override: LabelConvention | None) -> DatasetIndex:
             label = root / "labelsTr" / f"{case_id}{ending}"
             if not label.is_file():
                 raise CaseError(f"no label labelsTr/{label.name}", case_id, folder)
-        image = [str(files[channels[m]][0]) for m in MODALITIES]
-        cases.append(_case(case_id, image, label))
+        cases.append(_case(case_id, [str(files[n][0]) for n in order], label))
     cases = _unique(cases, root)
-    return DatasetIndex("nnunet", convention, root, sorted(cases, key=lambda c: c["case_id"]))
+    return DatasetIndex("nnunet", task, root, sorted(cases, key=lambda c: c["case_id"]))
 
 
-def _read_datalist_layout(root: Path, override: LabelConvention | None) -> DatasetIndex:
+def _read_datalist_layout(root: Path, override: Task | None) -> DatasetIndex:
     if not (root / "dataset.json").is_file():
         raise LayoutError(f"{root}: layout 'datalist' needs a datalist JSON: pass datalist= or the .json path as root")
     return _read_datalist(root / "dataset.json", root, override)
 
 
-def _read_datalist(path: Path, root: Path, override: LabelConvention | None) -> DatasetIndex:
-    """MONAI-style datalist: paths relative to ``root``; image lists reordered to canonical by file suffix."""
+def _read_datalist(path: Path, root: Path, override: Task | None) -> DatasetIndex:
+    """MONAI-style datalist: paths relative to ``root``; brain-tumour image lists reordered to MODALITIES by
+    file suffix; channels and labels from the JSON's ``modality`` and ``labels`` where it has them."""
     if not path.is_file():
         raise LayoutError(f"{path}: no such datalist file")
     meta = _load_json_object(path)
     if not any(isinstance(meta.get(s), list) for s in _DATALIST_SECTIONS):
         raise LayoutError(f"{path}: not a datalist: expected a 'training', 'validation' or 'testing' list of cases")
+    task, order = None, None
+    if override is not None or (isinstance(meta.get("labels"), dict) and isinstance(meta.get("modality"), dict)):
+        task, order = _json_task(meta, "modality", path, override, path.parent.name)
     cases = []
     for section in _DATALIST_SECTIONS:
         for i, entry in enumerate(meta.get(section) or []):
-            cases.append(_datalist_case(entry, f"{section}[{i}]", root, path, meta))
+            cases.append(_datalist_case(entry, f"{section}[{i}]", root, path, meta, task, order))
     cases = _unique(cases, path)
-    return DatasetIndex("datalist", override or _convention_from_names(cases, path), root, cases)
+    if task is None:  # brain-tumour files named by modality, no labels in the JSON: the case names tell
+        task = override or _convention_from_names(cases, path)
+    return DatasetIndex("datalist", task, root, cases)
 
 
-def _datalist_case(entry: Any, where: str, root: Path, source: Path, meta: dict) -> dict:
+def _datalist_case(entry: Any, where: str, root: Path, source: Path, meta: dict, task, order) -> dict:
     entry = entry if isinstance(entry, dict) else {"image": entry}
     image = entry.get("image")
-    if isinstance(image, str):  # one 4-D file: its channels are named by a top-level "modality", as in MSD
+    channel_order = None
+    if isinstance(image, str):  # one file: 3-D for one channel, or 4-D with the channels named by "modality"
         case_id = _stem(image)
-        image, channel_order = _data_path(root, image, where, source, case_id), _channel_order(meta, source)
+        if order is None:  # one channel needs no naming; several do
+            several = task is None or task.in_channels > 1
+            order = dataset_channels(meta.get("modality"), source, "modality")[1] if several else [0]
+        image, channel_order = _data_path(root, image, where, source, case_id), order
     elif isinstance(image, list) and image and all(isinstance(p, str) for p in image):
         parsed = [_named_modality(Path(p).name) for p in image]
-        for p, found in zip(image, parsed):
-            if found is None:
-                problem = f"{where}: cannot tell the modality of {p!r} from its name (expected e.g. _t1ce, -t1c)"
-                raise CaseError(problem, path=source)
-        prefixes = {prefix for prefix, _ in parsed}
-        case_id = prefixes.pop() if len(prefixes) == 1 else Path(image[0]).parent.name
-        by_modality: dict[str, str] = {}
-        for p, (_, modality) in zip(image, parsed):
-            if modality in by_modality:
-                problem = f"{where}: two {modality} images, {by_modality[modality]!r} and {p!r}"
+        if task is not None and (tuple(task.channel_names) != MODALITIES or None in parsed):
+            case_id = _stem(image[0])
+            if len(image) != task.in_channels:
+                names = ", ".join(task.channel_names)
+                problem = f"{where}: {len(image)} images; the task has {task.in_channels} channels ({names})"
                 raise CaseError(problem, case_id, source)
-            by_modality[modality] = p
-        missing = [m for m in MODALITIES if m not in by_modality]
-        if missing:
-            raise CaseError(f"{where}: no {', '.join(missing)} image among {image}", case_id, source)
-        image = [_data_path(root, by_modality[m], where, source, case_id) for m in MODALITIES]
-        channel_order = None
+            image = [_data_path(root, p, where, source, case_id) for p in image]  # in the JSON's channel order
+        else:
+            case_id, image = _modality_files(image, parsed, where, root, source)
     else:
         raise CaseError(f"{where}: 'image' must be a path or a list of paths, found {image!r}", path=source)
     label, fold = entry.get("label"), entry.get("fold")
@@ -319,6 +346,26 @@ def _datalist_case(entry: Any, where: str, root: Path, source: Path, meta: dict)
     return _case(case_id, image, label, fold, channel_order)
 
 
+def _modality_files(image: list[str], parsed: list, where: str, root: Path, source: Path) -> tuple[str, list[str]]:
+    """Brain-tumour files named by modality (``_t1ce``, ``-t2f``...) -> (case id, paths in MODALITIES order)."""
+    for p, found in zip(image, parsed):
+        if found is None:
+            problem = f"{where}: cannot tell the modality of {p!r} from its name (expected e.g. _t1ce, -t1c)"
+            raise CaseError(problem, path=source)
+    prefixes = {prefix for prefix, _ in parsed}
+    case_id = prefixes.pop() if len(prefixes) == 1 else Path(image[0]).parent.name
+    by_modality: dict[str, str] = {}
+    for p, (_, modality) in zip(image, parsed):
+        if modality in by_modality:
+            problem = f"{where}: two {modality} images, {by_modality[modality]!r} and {p!r}"
+            raise CaseError(problem, case_id, source)
+        by_modality[modality] = p
+    missing = [m for m in MODALITIES if m not in by_modality]
+    if missing:
+        raise CaseError(f"{where}: no {', '.join(missing)} image among {image}", case_id, source)
+    return case_id, [_data_path(root, by_modality[m], where, source, case_id) for m in MODALITIES]
+
+
 _READERS = {
     "brats2021": lambda root, override: _read_brats(root, "brats2021", override),
     "brats2023": lambda root, override: _read_brats(root, "brats2023", override),
@@ -326,60 +373,3 @@ _READERS = {
     "nnunet": _read_nnunet,
     "datalist": _read_datalist_layout,
 }
-
-
-def _listing(root: Path) -> list[Path]:
-    """Visible entries of a dataset folder; errors for a missing or empty one."""
-    if not root.is_dir():
-        raise LayoutError(f"{root}: no such folder")
-    entries = sorted(p for p in root.iterdir() if not _is_hidden(p))
-    if not entries:
-        raise LayoutError(f"{root}: the folder is empty")
-    return entries
-
-
-def _describe(entries: list[Path]) -> str:
-    folders = [e.name + "/" for e in entries if e.is_dir()]
-    files = [e.name for e in entries if not e.is_dir()]
-    parts = []
-    for kind, items in (("folder", folders), ("file", files)):
-        if items:
-            more = ", ..." if len(items) > 3 else ""
-            parts.append(f"{len(items)} {kind}{'s' if len(items) > 1 else ''} ({', '.join(items[:3])}{more})")
-    return " and ".join(parts) or "nothing"
-
-
-def _case_folders(root: Path) -> list[tuple[Path, dict[str, list[Path]]]]:
-    """Visible sub-folders of ``root`` that hold image files, with those files by stem."""
-    folders = (p for p in sorted(root.iterdir()) if p.is_dir() and not _is_hidden(p))
-    return [(folder, stems) for folder in folders if (stems := _image_files(folder))]
-
-
-def _brats_style(folder: Path, stems: dict[str, list[Path]]) -> str | None:
-    for layout, (sep, suffixes) in _BRATS_NAMING.items():
-        if any(f"{folder.name}{sep}{s}" in stems for s in (*suffixes.values(), "seg")):
-            return layout
-    return None
-
-
-def _brats_styles(root: Path) -> dict[str, list[Path]]:
-    styles: dict[str, list[Path]] = {layout: [] for layout in _BRATS_NAMING}
-    for folder, stems in _case_folders(root):
-        if style := _brats_style(folder, stems):
-            styles[style].append(folder)
-    return styles
-
-
-def _nnunet_files(root: Path, ending: str = ".nii.gz") -> tuple[dict[tuple[Path, str], dict[int, list[Path]]], list]:
-    """nnU-Net images in imagesTr/ and imagesTs/: (folder, case id) -> channel -> paths, and misnamed files."""
-    by_case: dict[tuple[Path, str], dict[int, list[Path]]] = {}
-    strays = []
-    for folder in (root / "imagesTr", root / "imagesTs"):
-        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if _is_hidden(path) or not path.name.endswith(ending):
-                continue
-            if match := _NNUNET_NAME.fullmatch(path.name[: -len(ending)]):
-                by_case.setdefault((folder, match[1]), {}).setdefault(int(match[2]), []).append(path)
-            else:
-                strays.append(path)
-    return by_case, strays

@@ -170,19 +170,24 @@ def test_nnunet_region_based_labels(tmp_path):
     assert read_dataset(make_nnunet(tmp_path, labels=labels)).convention is MSD
 
 
-def test_nnunet_unknown_labels_need_label_convention(tmp_path):
+def test_nnunet_other_labels_are_classes(tmp_path):
     root = make_nnunet(tmp_path, labels={"background": 0, "lesion": 1})
-    with pytest.raises(LayoutError, match=r"dataset\.json.*label_convention"):
-        read_dataset(root)
+    task = read_dataset(root).task
+    assert task.kind == "classes" and task.classes == ("lesion",) and task.channel_names == MODALITIES
     assert read_dataset(root, label_convention="brats2023").convention is BRATS2023
 
 
-def test_nnunet_unknown_or_missing_channel(tmp_path):
+def test_nnunet_other_channels_keep_their_order(tmp_path):
     root = make_nnunet(tmp_path / "a", channel_names={"0": "T1", "1": "T1ce", "2": "T2", "3": "ADC"})
-    with pytest.raises(LayoutError, match=r"channel 3 'ADC'"):
-        read_dataset(root)
+    index = read_dataset(root)  # not the four brain-tumour modalities: the dataset's own channels, no preset
+    assert index.task.channel_names == ("T1", "T1ce", "T2", "ADC") and index.task.kind == "classes"
+    assert names(index.cases[0]) == [f"BraTS2021_00000_{n:04d}.nii.gz" for n in range(4)]
     root = make_nnunet(tmp_path / "b", channel_names={"0": "T1", "1": "T1ce", "2": "T2"})
-    with pytest.raises(LayoutError, match=r"no flair channel"):
+    assert read_dataset(root).task.in_channels == 3
+    with pytest.raises(LayoutError, match=r"3 channel\(s\).*brats2021 takes 4"):
+        read_dataset(root, label_convention="brats2021")
+    root = make_nnunet(tmp_path / "c", channel_names={"0": "T1", "2": "T2"})
+    with pytest.raises(LayoutError, match=r"numbered \[0, 2\]"):
         read_dataset(root)
 
 
@@ -284,12 +289,12 @@ def test_datalist_path_escaping_root(tmp_path, bad):
 
 def test_datalist_4d_image_without_modality(tmp_path):
     write_image(tmp_path / "BRATS_001.nii.gz", (8, 8, 8, 4))
-    with pytest.raises(LayoutError, match=r"folds\.json: no 'modality' entry"):
+    with pytest.raises(LayoutError, match=r"folds\.json: no 'modality' naming the input channels"):
         read_dataset(make_datalist(tmp_path, [{"image": "BRATS_001.nii.gz"}]))
 
 
 def test_msd_without_modality(tmp_path):
-    with pytest.raises(LayoutError, match=r"dataset\.json: no 'modality' entry"):
+    with pytest.raises(LayoutError, match=r"dataset\.json: no 'modality' naming the input channels"):
         read_dataset(make_msd(tmp_path, modality=None), layout="msd")
 
 
@@ -317,7 +322,7 @@ def test_datalist_convention_not_inferable(tmp_path):
         write_image(tmp_path / "pat1" / f"pat1_{m}.nii.gz")
     entry = {"image": [f"pat1/pat1_{m}.nii.gz" for m in ("flair", "t1ce", "t1", "t2")]}
     path = make_datalist(tmp_path, [entry])
-    with pytest.raises(LayoutError, match=r"folds\.json: cannot tell the label convention.*pat1.*label_convention"):
+    with pytest.raises(LayoutError, match=r"folds\.json: cannot tell the task from the case names.*pat1.*data\.task"):
         read_dataset(path)
     assert read_dataset(path, label_convention="msd").cases[0]["case_id"] == "pat1"
 
