@@ -3,7 +3,7 @@
 A subclass declares its typed ``__init__`` arguments (LightningCLI builds ``--help`` and the saved
 ``config.yaml`` from each class's own signature) and calls ``super().__init__()``, which saves them as
 hyperparameters. Names the base reads: ``data_dir``, ``val_fraction``, ``seed``, ``batch_size``,
-``num_workers``, ``cache``, ``cache_dir`` and, where the subclass has them, ``layout``,
+``num_workers``, ``cache``, ``cache_dir`` and, where the subclass has them, ``layout``, ``task``,
 ``label_convention``, ``datalist``, ``fold``, ``test_dir``. The network input size is ``roi_size`` in
 every datamodule.
 
@@ -26,6 +26,7 @@ from torch.utils.data import Sampler
 from medseg.data.layouts import DatasetIndex, read_dataset
 from medseg.errors import LayoutError
 from medseg.io import check_case_files
+from medseg.tasks import PRESETS, Task
 
 OLD_SIZE_KEYS = ("img_size", "input_size", "image_size")  # classification, detection, reports before roi_size
 
@@ -116,9 +117,14 @@ class CaseDataModule(pl.LightningDataModule):
         self.splits: dict[str, list[dict]] = {}
 
     @property
-    def convention(self) -> str:
-        """Name of the label convention actually used (the layout's, unless overridden)."""
-        return self.index.convention.name
+    def task(self) -> Task | None:
+        """The dataset's task (:mod:`medseg.tasks`) once set up: the layout's, or ``task`` when given."""
+        return self.index.task if self.index is not None else None
+
+    @property
+    def convention(self) -> Task:
+        """The task (the name older code gives its label part)."""
+        return self.index.task
 
     @property
     def eval_batch_size(self) -> int:
@@ -134,6 +140,7 @@ class CaseDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = self._split(self._read())
+            self._measure_channels()
         if stage in (None, "fit", "validate"):
             for case in self.splits["train"] + self.splits["val"]:
                 check_case_files(case)
@@ -145,11 +152,28 @@ class CaseDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------------------------------ cases
 
     def _read(self) -> list[dict]:
-        """The usable cases of ``data_dir``; records the label convention (saved in checkpoints for predict)."""
+        """The usable cases of ``data_dir``; records the task (saved in checkpoints for predict)."""
         h = self.hparams
-        self.index = read_dataset(h.data_dir, h.get("layout", "auto"), h.get("label_convention"), h.get("datalist"))
-        h.label_convention = self.index.convention.name
+        self.index = read_dataset(
+            h.data_dir, h.get("layout", "auto"), h.get("label_convention"), h.get("datalist"), task=h.get("task")
+        )
+        self._record_task()
         return self._usable(self.index, h.data_dir, h.get("datalist"))
+
+    def _record_task(self) -> None:
+        """The task in the hyperparameters, so that a checkpoint carries it (and the old name of a preset)."""
+        task = self.index.task
+        if "task" in self.hparams:
+            self.hparams.task = task.to_dict()
+        self.hparams.label_convention = task.name if task.name in PRESETS else None
+
+    def _measure_channels(self) -> None:
+        """CT channels without a window get nnU-Net's dataset statistics, measured on the training cases."""
+        if any(c.needs_statistics for c in self.index.task.channels):
+            from medseg.data.fingerprint import measure_ct_channels
+
+            self.index.task = measure_ct_channels(self.splits["train"], self.index.task, seed=self.hparams.seed)
+            self._record_task()
 
     def _usable(self, index: DatasetIndex, data_dir: str, datalist: str | None) -> list[dict]:
         """The cases of ``index`` training can use: here the labelled ones."""
@@ -176,7 +200,8 @@ class CaseDataModule(pl.LightningDataModule):
         test_dir = self.hparams.get("test_dir")
         if not test_dir:
             return self.splits["val"]
-        return self._usable(read_dataset(test_dir, "auto", self.hparams.get("label_convention")), test_dir, None)
+        index = read_dataset(test_dir, "auto", task=self.index.task)
+        return self._usable(index, test_dir, None)
 
     # ------------------------------------------------------------------------------------------ loaders
 

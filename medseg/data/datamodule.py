@@ -1,9 +1,11 @@
-"""LightningDataModule for brain-tumour segmentation on any layout ``medseg.data.layouts`` reads.
+"""LightningDataModule for segmentation of any task (:mod:`medseg.tasks`) on any layout ``medseg.data.layouts``
+reads: brain-tumour MRI, abdominal CT, any MSD or nnU-Net dataset.
 
-Batches (``monai.data.DataLoader`` collation):
+Batches (``monai.data.DataLoader`` collation), C channels, R regions or K classes:
 
-- train: ``image`` [B, 4, *roi_size], ``label`` [B, 3, *roi_size] (TC, WT, ET), random crops;
-- val / test: ``image`` [1, 4, X, Y, Z], ``label`` [1, 3, X, Y, Z], whole head-cropped volumes, plus
+- train: ``image`` [B, C, *roi_size], ``label`` [B, R, *roi_size] (regions, TC, WT, ET for BraTS) or
+  [B, 1, *roi_size] (class indices), random crops;
+- val / test: ``image`` [1, C, X, Y, Z], ``label`` likewise, whole foreground-cropped volumes, plus
   ``case_id`` [1]; the module runs sliding-window inference over them.
 
 The training stream is :class:`medseg.data.base.StepSeededSampler`'s: a function of the step, so a resumed
@@ -12,7 +14,7 @@ fit sees what an uninterrupted one would.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from monai.transforms import Compose
 
@@ -31,6 +33,7 @@ class SegmentationDataModule(CaseDataModule):
         data_dir: str,
         layout: str = "auto",
         label_convention: str | None = None,
+        task: str | dict[str, Any] | None = None,
         datalist: str | None = None,
         fold: int | None = None,
         val_fraction: float = 0.2,
@@ -48,15 +51,19 @@ class SegmentationDataModule(CaseDataModule):
         Args:
             data_dir: dataset root (BraTS 2021/2023 case folders, MSD Task01, nnU-Net raw) or a datalist JSON.
             layout: ``auto`` detects it; or force ``brats2021``, ``brats2023``, ``msd``, ``nnunet``, ``datalist``.
-            label_convention: override how label values map to TC/WT/ET (``brats2021``: ET=4,
-                ``brats2023``: ET=3, ``msd``); by default the layout's own.
+            label_convention: a preset's name (``brats2021``: ET=4, ``brats2023``: ET=3, ``msd``...): the older
+                name of ``task``.
+            task: what the dataset is (``medseg.tasks``): a preset (``brats2021``, ``brats2023``, ``msd``,
+                ``brats2024-gli-post``, ``brats2024-ped``) or a dict (``channels``, ``labels``, ``regions`` or
+                ``classes``); by default the layout's preset or the task its dataset.json describes. CT
+                channels without a ``window`` get nnU-Net's statistics from the training cases.
             datalist: a MONAI-style datalist JSON whose paths are relative to ``data_dir``.
             fold: validate on this fold of the datalist; without folds, a seeded ``val_fraction`` split.
             val_fraction: share of cases held out for validation when no fold is given (0: none).
             test_dir: a second dataset (any layout) used by ``medseg test``.
             roi_size: training crop size [X, Y, Z]; Swin UNETR needs multiples of 32.
             pixdim: resample to this voxel spacing in mm; None keeps the native grid.
-            pos_fraction: share of training crops centred on tumour voxels.
+            pos_fraction: share of training crops centred on labelled voxels (classes: shared equally).
             batch_size: training crops per step.
             num_workers: DataLoader worker processes (0 loads in the main process).
             cache: ``memory`` (CacheDataset), ``disk`` (PersistentDataset in ``cache_dir``) or ``none``:
@@ -71,8 +78,8 @@ class SegmentationDataModule(CaseDataModule):
         """Training: preprocessing + random ``roi_size`` crops and augmentation; else preprocessing only."""
         h = self.hparams
         if train:
-            return train_transforms(self.convention, h.roi_size, h.pixdim, h.pos_fraction)
-        return eval_transforms(self.convention, h.pixdim)
+            return train_transforms(self.task, h.roi_size, h.pixdim, h.pos_fraction)
+        return eval_transforms(self.task, h.pixdim)
 
 
 BratsDataModule = SegmentationDataModule  # the class_path of configs and checkpoints written before the rename

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from medseg.data.cases import (
     _NNUNET_NAME,
-    MODALITIES,
     _case,
     _image_files,
     _is_hidden,
@@ -19,13 +18,20 @@ from medseg.data.cases import (
     _split_suffix,
     _unique,
     canonical_modality,
+    dataset_channels,
 )
 from medseg.errors import CaseError, LayoutError
 from medseg.io import VOLUME_SUFFIXES, read_header
+from medseg.tasks import MODALITIES
 
 
-def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
+def find_predict_cases(inputs: Sequence[str | Path], channels: Sequence[str] = MODALITIES) -> list[dict]:
     """Cases to predict (label None), sorted by case id, from files and folders given on the command line.
+
+    ``channels`` are the task's channel names (what the model takes). For any other set than the four
+    brain-tumour modalities (below), a case is nnU-Net-style ``<case>_0000`` ... files (one per channel,
+    in the task's order), a single image (3-D for one channel, 4-D with the channels on its last axis,
+    ordered by a ``dataset.json`` beside it), or, for one channel, a folder of DICOM files.
 
     Each input may be: modality files of one case named BraTS-style (``<case>_t1ce``, ``<case>-t2f``...) or
     nnU-Net-style (``<case>_0000`` ... ``_0003``); a case folder; a folder of case folders; a flat folder of
@@ -41,6 +47,8 @@ def find_predict_cases(inputs: Sequence[str | Path]) -> list[dict]:
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if tuple(channels) != MODALITIES:
+        return _find_other_cases(inputs, tuple(channels))
     files: dict[str, Path] = {}  # the same file given twice (a folder and a file in it) counts once
     dicom_cases = []
     for item in map(Path, inputs):
@@ -162,3 +170,77 @@ def _image_shape(path: Path, case_id: str) -> tuple[int, ...]:
         return read_header(path)[0]
     except Exception as err:
         raise CaseError(f"cannot read the image header: {err}", case_id, path) from None
+
+
+def _find_other_cases(inputs: Sequence[str | Path], channels: tuple[str, ...]) -> list[dict]:
+    """Cases of a task whose channels are not the brain-tumour modalities (see :func:`find_predict_cases`)."""
+    n = len(channels)
+    files: dict[str, Path] = {}
+    dicom_cases = []
+    for item in map(Path, inputs):
+        if item.is_dir() and n == 1 and (dicom := _dicom_series_cases(item)):
+            dicom_cases += dicom
+        elif item.is_dir():
+            files.update((os.path.abspath(p), Path(os.path.abspath(p))) for p in _predict_folder_files(item))
+        elif item.is_file():
+            if _split_suffix(item.name) is None:
+                raise LayoutError(f"{item}: not an image file (expected {', '.join(VOLUME_SUFFIXES)})")
+            files[os.path.abspath(item)] = Path(os.path.abspath(item))
+        else:
+            raise LayoutError(f"{item}: no such file or folder")
+    if not files and not dicom_cases:
+        raise LayoutError("no inputs to predict on")
+    groups: dict[tuple[Path, str], dict[int, Path]] = {}
+    cases = []
+    for path in sorted(files.values()):
+        stem = _split_suffix(path.name)[0]
+        if re.search(r"[_-]seg$", stem, re.IGNORECASE):
+            continue
+        if match := _NNUNET_NAME.fullmatch(stem):
+            groups.setdefault((path.parent, match[1]), {})[int(match[2])] = path
+        else:
+            cases.append(_single_file_case(path, stem, channels))
+    for (folder, case_id), found in list(groups.items()):
+        if max(found) >= n:  # not channel numbers (img_0012, ct_0003 of a one-channel set): each file a case
+            cases += [_single_file_case(p, _split_suffix(p.name)[0], channels) for p in found.values()]
+            del groups[(folder, case_id)]
+    for (folder, case_id), found in groups.items():
+        missing = [f"{case_id}_{k:04d} ({name})" for k, name in enumerate(channels) if k not in found]
+        if missing:
+            raise CaseError(f"missing the image {', '.join(missing)}", case_id, folder)
+        cases.append(_case(case_id, [str(found[k]) for k in range(n)], label=None))
+    cases += dicom_cases
+    return sorted(_unique(cases, "the prediction inputs"), key=lambda c: c["case_id"])
+
+
+def _single_file_case(path: Path, case_id: str, channels: tuple[str, ...]) -> dict:
+    """One image file as a case: 3-D for a one-channel task, else 4-D with the channels on its last axis."""
+    shape = _image_shape(path, case_id)
+    n = len(channels)
+    if n == 1 and (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 1)):
+        return _case(case_id, str(path), label=None, channel_order=[0])
+    if len(shape) == 4 and shape[-1] == n:
+        order = list(range(n))
+        for candidate in (path.parent / "dataset.json", path.parent.parent / "dataset.json"):
+            if candidate.is_file():
+                meta = _load_json_object(candidate)
+                key = "channel_names" if "channel_names" in meta else "modality"
+                if isinstance(meta.get(key), dict) and len(meta[key]) == n:
+                    order = dataset_channels(meta[key], candidate, key)[1]
+                break
+        return _case(case_id, str(path), label=None, channel_order=order)
+    expected = "a 3-D image" if n == 1 else f"a 4-D image with {n} channels or {case_id}_0000 ... _{n - 1:04d} files"
+    raise CaseError(f"has shape {shape}; the model takes {n} channel(s) ({', '.join(channels)}): expected {expected}",
+                    case_id, path)  # fmt: skip
+
+
+def _dicom_series_cases(folder: Path) -> list[dict]:
+    """One-channel DICOM: ``folder`` holding .dcm files is a case; else each sub-folder that holds them."""
+
+    def holds_dicom(f: Path) -> bool:
+        return any(p.suffix.lower() == ".dcm" for p in f.iterdir() if p.is_file())
+
+    if holds_dicom(folder):
+        return [_case(folder.name, [str(folder.absolute())], label=None)]
+    subs = [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and not _is_hidden(sub)]
+    return [_case(sub.name, [str(sub.absolute())], label=None) for sub in subs if holds_dicom(sub)]

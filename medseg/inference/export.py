@@ -5,7 +5,8 @@ partitioning is data-dependent Python that TorchScript cannot script, while a tr
 size is exact for every window sliding-window inference feeds it. The batch axis stays dynamic in ONNX.
 
 Beside ``model.onnx`` / ``model.pt`` goes ``<file>.json``: roi, window overlap and blending, threshold,
-label convention and resampling, so ``medseg predict --ckpt model.onnx`` segments exactly as the checkpoint.
+the task (channels, labels, regions or classes) and resampling, so ``medseg predict --ckpt model.onnx``
+segments exactly as the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.io import atomic_path, write_atomic
+from medseg.tasks import task_for_checkpoint
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SETTINGS = ("roi_size", "sw_overlap", "sw_mode", "sw_batch_size", "threshold")
@@ -34,11 +36,12 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int
     from medseg.modules.segmentation import SegmentationModule
 
     module, data = load_checkpoint(checkpoint, SegmentationModule)
+    task = task_for_checkpoint(data)
     roi = tuple(int(s) for s in module.hparams.roi_size)
-    sample = torch.randn(1, 4, *roi, generator=torch.Generator().manual_seed(seed))  # [1, 4, *roi]
+    sample = torch.randn(1, task.in_channels, *roi, generator=torch.Generator().manual_seed(seed))  # [1, C, *roi]
     net = module.net.eval()
     with torch.no_grad():
-        reference = net(sample).numpy()  # [1, 3, *roi]
+        reference = net(sample).numpy()  # [1, R or K+1, *roi]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, torch.no_grad():
@@ -56,7 +59,8 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int
         "format": fmt,
         "checkpoint": str(checkpoint),
         **{k: module.hparams[k] for k in SETTINGS},
-        "label_convention": data.get("label_convention") or "brats2021",
+        "label_convention": data.get("label_convention"),
+        "task": task.to_dict(),
         "pixdim": data.get("pixdim"),
         "max_abs_difference": difference,
     }
@@ -67,7 +71,7 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int
 class ExportedNet(nn.Module):
     """An exported network behind the ``nn.Module`` interface sliding-window inference expects.
 
-    Takes windows of exactly ``img_size`` ([B, 4, *img_size] -> logits [B, 3, *img_size]); ONNX runs
+    Takes windows of exactly ``img_size`` ([B, C, *img_size] -> logits [B, R or K+1, *img_size]); ONNX runs
     through onnxruntime on the CPU, TorchScript through torch.
     """
 
@@ -101,4 +105,5 @@ def load_exported(path: str | Path):
     meta = json.loads(meta_path.read_text())
     roi = tuple(meta["roi_size"])
     module = SegmentationModule(net=ExportedNet(path, roi), **{k: meta[k] for k in SETTINGS})
-    return module.eval(), {"label_convention": meta["label_convention"], "pixdim": meta["pixdim"]}
+    data = {"label_convention": meta.get("label_convention"), "task": meta.get("task"), "pixdim": meta["pixdim"]}
+    return module.eval(), data

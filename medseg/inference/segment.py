@@ -1,8 +1,11 @@
 """Whole-scan segmentation with a trained model: files in, label maps on the input's own grid out.
 
-``Predictor`` runs the same preprocessing as validation (RAS orientation, optional resampling, head crop,
-normalisation), sliding-window inference, then ``Invertd`` to undo crop, resampling and orientation, so
-a label map has the input's exact shape and affine and overlays it in ITK-SNAP or 3D Slicer.
+``Predictor`` runs the same preprocessing as validation (RAS orientation, optional resampling, foreground
+crop, normalisation by channel kind), sliding-window inference, then ``Invertd`` to undo crop, resampling
+and orientation, so a label map has the input's exact shape and affine and overlays it in ITK-SNAP or
+3D Slicer. The task the checkpoint was trained on (:mod:`medseg.tasks`) decides the channels it reads
+and how outputs become labels: regions painted in the dataset's values (BraTS: 1, 2, 4), or the argmax
+over classes written as each class's value.
 
 >>> predictor = Predictor.from_checkpoint("runs/demo/checkpoints/last.ckpt")   # doctest: +SKIP
 >>> result = predictor.predict_case({"case_id": "c1", "image": [t1, t1ce, t2, flair]})  # doctest: +SKIP
@@ -21,13 +24,13 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
-from medseg.data.labels import get_convention
 from medseg.data.transforms import eval_transforms
 from medseg.devices import resolve_device
 from medseg.errors import MedsegError
 from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import case_output_name, read_header, reference_file, write_like
 from medseg.modules.segmentation import SegmentationModule
+from medseg.tasks import Task, get_task, task_for_checkpoint
 
 
 @dataclass
@@ -36,12 +39,13 @@ class Prediction:
 
     Attributes:
         case_id: the case.
-        label: uint8 [X, Y, Z] label map in the dataset's label convention.
-        probabilities: float32 [3, X, Y, Z] (TC, WT, ET) or None.
+        label: uint8 [X, Y, Z] label map in the dataset's own label values.
+        probabilities: float32 [R, X, Y, Z] (sigmoid per region: TC, WT, ET for BraTS) or [K+1, X, Y, Z]
+            (softmax over background and the classes), or None.
         affine: 4x4 voxel -> world (RAS mm) of the input.
         reference: the input file whose grid the arrays are on.
-        preview: (image [4, X', Y', Z'], regions [3, X', Y', Z'] bool) in the network's RAS, head-cropped
-            space, for pictures; None unless asked for.
+        preview: (image [C, X', Y', Z'], masks [N, X', Y', Z'] bool, one per region or foreground class) in
+            the network's RAS, foreground-cropped space, for pictures; None unless asked for.
     """
 
     case_id: str
@@ -112,7 +116,8 @@ class Predictor:
 
     Args:
         module: the trained module (its roi, overlap, blending and threshold are used unless overridden).
-        label_convention: convention the label maps are written in (the training dataset's).
+        label_convention: a preset whose label values to write instead of the task's (same regions).
+        task: the training dataset's task (default: the brats2021 preset).
         pixdim: the resampling used in training (None: native grid).
         device: where the windows run: ``cpu``, ``cuda``, ``auto``.
         overlap, mode, sw_batch_size, stitch_device: sliding-window overrides.
@@ -132,7 +137,7 @@ class Predictor:
     def __init__(
         self,
         module: SegmentationModule,
-        label_convention: str = "brats2021",
+        label_convention: str | None = None,
         pixdim: Sequence[float] | None = None,
         device: str = "auto",
         overlap: float | None = None,
@@ -141,6 +146,7 @@ class Predictor:
         stitch_device: str | None = None,
         window: str | Sequence[int] = "roi",
         bf16: bool = False,
+        task: str | dict | Task | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
@@ -151,8 +157,18 @@ class Predictor:
             "stitch_device": stitch_device,
         }
         self.module.hparams.update({k: v for k, v in overrides.items() if v is not None})
-        self.convention = get_convention(label_convention)
-        self.transform = eval_transforms(self.convention, pixdim, with_label=False)
+        self.task = get_task(task or label_convention or "brats2021")
+        if label_convention and task is not None:  # write another preset's values for the same regions
+            target = get_task(label_convention)
+            if tuple(target.outputs) != tuple(self.task.outputs):
+                raise MedsegError(
+                    f"label convention {target.name} has outputs {', '.join(target.outputs)}; the model was trained "
+                    f"for {', '.join(self.task.outputs)} ({self.task.name})"
+                )
+            self.task = target
+        self.module.set_task(self.task)
+        self.convention = self.task
+        self.transform = eval_transforms(self.task, pixdim, with_label=False)
         self.invert = Invertd(keys="pred", transform=self.transform, orig_keys="image", nearest_interp=False)
         self.window = check_window(window, self.module.net)
         self.bf16 = bool(bf16)
@@ -164,15 +180,15 @@ class Predictor:
 
         exported = Path(checkpoint).suffix in FORMATS.values() and Path(f"{checkpoint}.json").is_file()
         module, data = load_exported(checkpoint) if exported else load_checkpoint(checkpoint, SegmentationModule)
-        kwargs = {"label_convention": data.get("label_convention") or "brats2021", "pixdim": data.get("pixdim")}
+        kwargs = {"task": task_for_checkpoint(data), "pixdim": data.get("pixdim")}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(module, device=device, **kwargs)
 
     @torch.inference_mode()
     def predict_case(self, case: dict, probabilities: bool = False, preview: bool = False) -> Prediction:
-        """case {"case_id", "image": modality paths (t1, t1ce, t2, flair) or one 4-D path} -> Prediction."""
+        """case {"case_id", "image": one path per channel of the task, or one 4-D path} -> Prediction."""
         data = self.transform(case)
-        image = data["image"]  # [4, X', Y', Z'] RAS, cropped, normalised
+        image = data["image"]  # [C, X', Y', Z'] RAS, cropped, normalised
         roi = self.window_for(image.shape[1:])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.device.type != "cpu" and self.window == "auto" and not covers(roi, image.shape[1:]):
@@ -182,22 +198,26 @@ class Predictor:
                     image[None], roi_size=roi, sw_device=self.device, stitch_device="cpu"
                 )
             else:
-                logits = self.module.sliding_window(image[None].to(self.device), roi_size=roi)  # [1, 3, X', Y', Z']
-        probs = torch.sigmoid(logits[0].float()).cpu()  # [3, X', Y', Z']
+                logits = self.module.sliding_window(image[None].to(self.device), roi_size=roi)  # [1, N', X', Y', Z']
+        logits = logits[0].float().cpu()  # N' = R regions or K+1 classes
+        probs = torch.sigmoid(logits) if self.task.kind == "regions" else torch.softmax(logits, 0)  # [N', X', Y', Z']
         data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
-        restored = self.invert(data)["pred"].as_tensor()  # [3, X, Y, Z] on the input grid
+        restored = self.invert(data)["pred"].as_tensor()  # [N', X, Y, Z] on the input grid
         reference = reference_file(case)
         shape, affine = read_header(reference)
         if tuple(restored.shape[1:]) != tuple(shape[:3]):
             raise MedsegError(f"internal error: inverted prediction {tuple(restored.shape[1:])} != input {shape[:3]}")
-        label = self.convention.from_regions(restored > self.module.hparams.threshold).numpy()  # [X, Y, Z]
+        if self.task.kind == "regions":
+            label = self.task.from_masks(restored > self.module.hparams.threshold).numpy()  # [X, Y, Z]
+        else:
+            label = self.task.from_class_index(restored.argmax(0)).numpy()  # [X, Y, Z]
         return Prediction(
             case_id=case["case_id"],
             label=label,
             probabilities=restored.numpy().astype(np.float32) if probabilities else None,
             affine=affine,
             reference=reference,
-            preview=(image.numpy(), (probs > self.module.hparams.threshold).numpy()) if preview else None,
+            preview=(image.numpy(), self.module.masks(logits[None])[0].numpy()) if preview else None,
         )
 
     def window_for(self, shape: Sequence[int]) -> tuple[int, int, int]:
@@ -222,7 +242,7 @@ class Predictor:
 
         inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         results = []
-        for case in find_predict_cases(inputs):
+        for case in find_predict_cases(inputs, self.task.channel_names):
             results.append(self.predict_case(case, probabilities=probabilities))
             if out_dir is not None:
                 self.write(results[-1], out_dir)
@@ -230,12 +250,12 @@ class Predictor:
 
     @staticmethod
     def write(result: Prediction, out_dir: str | Path) -> Path:
-        """``out_dir/<case>.nii.gz`` (and ``<case>_prob.nii.gz`` [X, Y, Z, 3] when the result has
+        """``out_dir/<case>.nii.gz`` (and ``<case>_prob.nii.gz`` [X, Y, Z, N'] when the result has
         probabilities), on the input's grid, each written atomically; the label map last, as it marks the
         case done for a rerun."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if result.probabilities is not None:
-            probs = np.moveaxis(result.probabilities, 0, -1)  # [X, Y, Z, 3]
+            probs = np.moveaxis(result.probabilities, 0, -1)  # [X, Y, Z, N']
             write_like(probs, result.reference, out_dir / case_output_name(result.case_id, "_prob.nii.gz"), np.float32)
         return write_like(result.label, result.reference, out_dir / case_output_name(result.case_id))

@@ -24,6 +24,7 @@ here: they are scored by the list above.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -45,6 +46,12 @@ def _binary_pair(pred: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
     if pred.ndim < 3:
         raise ValueError(f"expected masks [B, C, *spatial], got shape {tuple(pred.shape)}")
     return pred != 0, label != 0
+
+
+def metric_name(output: str) -> str:
+    """An output's name as it appears in metric keys and CSV columns: ``TC`` -> ``tc``, ``kidney left``
+    -> ``kidney_left``."""
+    return re.sub(r"[^0-9a-z]+", "_", str(output).lower()).strip("_") or "output"
 
 
 def dice(pred: Tensor, label: Tensor) -> Tensor:

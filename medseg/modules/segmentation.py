@@ -1,13 +1,17 @@
-"""LightningModule for 3-D segmentation of the regions TC, WT, ET with any injected network.
+"""LightningModule for 3-D segmentation of any task (:mod:`medseg.tasks`) with any injected network.
 
-Batch contract (from ``medseg.data.datamodule``):
+The task comes from the datamodule at ``setup`` (``trainer.datamodule.task``; brats2021 without one) and
+decides the loss and the metrics. Batch contract (from ``medseg.data.datamodule``), C input channels:
 
-- training: ``image`` [B, 4, *roi_size] float, ``label`` [B, 3, *roi_size] 0/1 (TC, WT, ET);
-- validation / test: ``image`` [1, 4, X, Y, Z] whole head-cropped volume, ``label`` [1, 3, X, Y, Z];
-  sliding-window inference at ``roi_size`` turns it into logits [1, 3, X, Y, Z].
+- training: ``image`` [B, C, *roi_size] float; ``label`` [B, R, *roi_size] 0/1 for a regions task (R
+  regions, TC, WT, ET for BraTS) or [B, 1, *roi_size] class indices for a classes task;
+- validation / test: ``image`` [1, C, X, Y, Z] whole foreground-cropped volume, ``label`` likewise;
+  sliding-window inference at ``roi_size`` turns it into logits [1, R or K+1, X, Y, Z].
 
-Logged: ``train/loss``, ``train/dice``, ``train/bce``; ``val/loss``, ``val/dice_tc``, ``val/dice_wt``,
-``val/dice_et``, ``val/dice_mean`` (+ ``val/hd95_*`` when ``val_hd95``); the same under ``test/``.
+Loss: regions, soft Dice + BCE on sigmoids (``DiceBCELoss``); classes, soft Dice + cross-entropy on the
+softmax (``DiceCELoss``). Logged: ``train/loss``, ``train/dice``, ``train/bce`` (``train/ce``);
+``val/loss``, ``val/dice_<output>`` per region or foreground class (``val/dice_tc``, ``val/dice_liver``),
+``val/dice_mean`` over them (+ ``val/hd95_*`` when ``val_hd95``); the same under ``test/``.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from medseg.data.labels import REGIONS
-from medseg.losses import DiceBCELoss
-from medseg.metrics.segmentation import dice, hd95
+from medseg.losses import DiceBCELoss, DiceCELoss
+from medseg.metrics.segmentation import dice, hd95, metric_name
 from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
 from medseg.nets.pretrained import load_pretrained
+from medseg.tasks import Task, get_task
 
 
 class SegmentationModule(pl.LightningModule):
@@ -50,7 +54,8 @@ class SegmentationModule(pl.LightningModule):
     ) -> None:
         """
         Args:
-            net: the network, [B, 4, *roi] -> logits [B, 3, *roi] (e.g. ``medseg.nets.SwinUNETR``).
+            net: the network, [B, C, *roi] -> logits [B, R or K+1, *roi] (e.g. ``medseg.nets.SwinUNETR``): its
+                in/out channels must match the task (checked at setup).
             roi_size: training crop and sliding-window size; every side a multiple of the network's
                 ``size_divisor`` (32 for Swin UNETR).
             lr: peak AdamW learning rate.
@@ -58,14 +63,14 @@ class SegmentationModule(pl.LightningModule):
             warmup_steps: linear warm-up length in optimizer steps, or as a fraction of all steps if < 1;
                 cosine decay to 0 after it.
             dice_weight: weight of the soft Dice term of the loss.
-            bce_weight: weight of the binary cross-entropy term.
+            bce_weight: weight of the cross-entropy term (binary for regions, softmax for classes).
             sw_batch_size: windows per forward in sliding-window inference.
             sw_overlap: overlap of neighbouring windows (0 to <1).
             sw_mode: blending of overlapping windows: ``constant`` or ``gaussian``.
             sw_device: device the windows run on (default: the module's).
             stitch_device: device the whole-volume output is stitched on; ``cpu`` keeps large volumes off
                 the GPU.
-            threshold: probability above which a voxel belongs to a region.
+            threshold: probability above which a voxel belongs to a region (regions tasks).
             val_hd95: also compute HD95 during validation (slower; always on in test).
             pretrained: a weights file for the network (a MONAI SwinUNETR state_dict or a medseg
                 checkpoint), loaded before training.
@@ -87,13 +92,47 @@ class SegmentationModule(pl.LightningModule):
                 f"it takes exactly {tuple(fixed)} (its img_size)"
             )
         self.net = net
+        self.task = get_task("brats2021")
         self.loss = DiceBCELoss(dice_weight, bce_weight)
         if pretrained:
             load_pretrained(self.net, pretrained)
 
+    def setup(self, stage: str) -> None:
+        """Take the task of the datamodule (when there is one) and check the network fits it."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        task = getattr(datamodule, "task", None)
+        if task is not None:
+            self.set_task(task)
+
+    def set_task(self, task: str | dict | Task) -> None:
+        """Use ``task``: the loss of its kind, its output names; a ``ValueError`` if the net does not fit it."""
+        task = get_task(task)
+        check_net(self.net, task)
+        self.task = task
+        h = self.hparams
+        self.loss = (
+            DiceBCELoss(h.dice_weight, h.bce_weight)
+            if task.kind == "regions"
+            else DiceCELoss(h.dice_weight, h.bce_weight)
+        )
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image [B, 4, X, Y, Z] -> logits [B, 3, X, Y, Z]."""
+        """image [B, C, X, Y, Z] -> logits [B, R or K+1, X, Y, Z]."""
         return self.net(image)
+
+    def masks(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [B, R or K+1, *spatial] -> bool masks [B, len(task.outputs), *spatial]: sigmoid above
+        ``threshold`` per region, or the argmax as one mask per foreground class."""
+        if self.task.kind == "regions":
+            return torch.sigmoid(logits) > self.hparams.threshold
+        index = logits.argmax(1)  # [B, *spatial]
+        return torch.stack([index == k for k in range(1, logits.shape[1])], 1)
+
+    def target_masks(self, label: torch.Tensor) -> torch.Tensor:
+        """The batch's label as bool masks [B, len(task.outputs), *spatial] (see :meth:`masks`)."""
+        if self.task.kind == "regions":
+            return label.bool()
+        return torch.stack([label[:, 0] == k for k in range(1, self.task.out_channels)], 1)
 
     def sliding_window(
         self,
@@ -103,7 +142,7 @@ class SegmentationModule(pl.LightningModule):
         sw_device: str | torch.device | None = None,
         stitch_device: str | torch.device | None = None,
     ) -> torch.Tensor:
-        """Whole-volume logits [B, 3, X, Y, Z] from windows of ``roi_size`` (default: the training roi);
+        """Whole-volume logits [B, R or K+1, X, Y, Z] from windows of ``roi_size`` (default: the training roi);
         ``sw_device`` / ``stitch_device`` override the module's settings for this call."""
         return sliding_window_inference(
             image,
@@ -117,23 +156,24 @@ class SegmentationModule(pl.LightningModule):
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])  # [B, 3, *roi]
+        logits = self(batch["image"])  # [B, R or K+1, *roi]
         losses = self.loss(logits, batch["label"])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(logits))
         return losses["loss"]
 
     def _evaluate(self, batch: dict, stage: str, with_hd95: bool) -> torch.Tensor:
-        label = batch["label"]  # [1, 3, X, Y, Z]
-        logits = self.sliding_window(batch["image"]).to(label.device)  # [1, 3, X, Y, Z]
-        pred = torch.sigmoid(logits) > self.hparams.threshold
+        label = batch["label"]  # [1, R, X, Y, Z] regions or [1, 1, X, Y, Z] class indices
+        logits = self.sliding_window(batch["image"]).to(label.device)  # [1, R or K+1, X, Y, Z]
+        pred, truth = self.masks(logits), self.target_masks(label)  # [1, N, X, Y, Z] each, N outputs
+        names = [metric_name(o) for o in self.task.outputs]
         metrics = {f"{stage}/loss": self.loss(logits, label)["loss"]}
-        scores = dice(pred, label.bool())[0]  # [3]
-        metrics.update({f"{stage}/dice_{r.lower()}": s for r, s in zip(REGIONS, scores)})
+        scores = dice(pred, truth)[0]  # [N]
+        metrics.update({f"{stage}/dice_{n}": s for n, s in zip(names, scores)})
         metrics[f"{stage}/dice_mean"] = scores.mean()
         if with_hd95:
             spacing = _spacing(batch["image"])
-            distances = hd95(pred, label.bool(), spacing)[0]  # [3] mm
-            metrics.update({f"{stage}/hd95_{r.lower()}": d for r, d in zip(REGIONS, distances)})
+            distances = hd95(pred, truth, spacing)[0]  # [N] mm
+            metrics.update({f"{stage}/hd95_{n}": d for n, d in zip(names, distances)})
             metrics[f"{stage}/hd95_mean"] = distances.mean()
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1, sync_dist=True, prog_bar=stage == "val")
         return pred
@@ -153,13 +193,43 @@ class SegmentationModule(pl.LightningModule):
             return
         from medseg.reporting.overlays import overlay_grid
 
-        picture = overlay_grid(batch["image"][0], batch["label"][0], pred[0])
+        truth = self.target_masks(batch["label"])[0]  # [N, X, Y, Z]
+        picture = overlay_grid(batch["image"][0], truth, pred[0], names=self.task.outputs)
         case_id = batch.get("case_id", [f"case{index}"])[0]
         log_image(key=f"val/overlay_{index}", images=[picture], caption=[str(case_id)], step=self.global_step)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)
+
+
+def check_net(net: nn.Module, task: Task) -> None:
+    """A ``ValueError`` naming the config keys when the network's channels do not fit ``task``."""
+    for attribute, wanted, what in (("in_channels", task.in_channels, "input channels"),
+                                    ("out_channels", task.out_channels, "outputs")):  # fmt: skip
+        found = _channels(net, attribute)
+        if found is not None and found != wanted:
+            kind = "one per region" if task.kind == "regions" else "background + one per class"
+            detail = f"({', '.join(task.channel_names)})" if attribute == "in_channels" else f"({kind})"
+            raise ValueError(
+                f"the network has {found} {what} but task {task.name} has {wanted} {detail}: "
+                f"set model.init_args.net.init_args.{attribute}: {wanted} (medseg plan writes a config that fits)"
+            )
+
+
+def _channels(net: nn.Module, attribute: str) -> int | None:
+    """The net's input or output channel count: a constructor argument it kept, else its first / last conv."""
+    if hasattr(net, attribute):
+        return int(getattr(net, attribute))
+    convs = [m for m in net.modules() if isinstance(m, (nn.Conv3d, nn.Conv2d, nn.Linear))]
+    if not convs:
+        return None
+    conv = convs[0] if attribute == "in_channels" else convs[-1]
+    return (
+        int(conv.in_channels if attribute == "in_channels" else conv.out_channels)
+        if hasattr(conv, "in_channels")
+        else None
+    )
 
 
 def _spacing(image: torch.Tensor) -> Sequence[float] | None:

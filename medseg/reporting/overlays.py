@@ -5,9 +5,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# region -> RGB, painted WT, then TC, then ET (inner regions on top)
+# region -> RGB for the BraTS regions, painted WT, then TC, then ET (inner regions on top); other outputs
+# (organs, other regions) take PALETTE colours in their order
 COLOURS = {"WT": (0.1, 0.8, 0.2), "TC": (1.0, 0.85, 0.1), "ET": (0.9, 0.1, 0.1)}
 PAINT = (("WT", 1), ("TC", 0), ("ET", 2))  # region name, channel in [TC, WT, ET]
+PALETTE = ((0.9, 0.1, 0.1), (0.1, 0.6, 1.0), (0.1, 0.8, 0.2), (1.0, 0.85, 0.1), (0.8, 0.3, 0.9), (1.0, 0.5, 0.0),
+           (0.0, 0.9, 0.8), (0.6, 0.4, 0.2), (1.0, 0.4, 0.7), (0.5, 0.5, 1.0))  # fmt: skip
+REGIONS = ("TC", "WT", "ET")
+
+
+def colours(names) -> dict[str, tuple[float, float, float]]:
+    """Output name -> RGB: the BraTS regions their usual colours, anything else the palette in order."""
+    return {n: COLOURS[n] if n in COLOURS else PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+
+
+def _paint_order(names) -> list[tuple[str, int]]:
+    """(name, channel) in painting order: WT, TC, ET for BraTS regions (inner on top), else as given."""
+    names = list(names)
+    if set(REGIONS) <= set(names):
+        first = [(n, names.index(n)) for n, _ in PAINT]
+        return first + [(n, i) for i, n in enumerate(names) if n not in REGIONS]
+    return [(n, i) for i, n in enumerate(names)]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -20,30 +38,32 @@ def _grey(slice_: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def overlay(slice_: np.ndarray, regions: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Grey slice [H, W] + regions [3, H, W] (TC, WT, ET) -> RGB float [H, W, 3]."""
+def overlay(slice_: np.ndarray, regions: np.ndarray, alpha: float = 0.45, names=REGIONS) -> np.ndarray:
+    """Grey slice [H, W] + masks [N, H, W] named ``names`` (default TC, WT, ET) -> RGB float [H, W, 3]."""
     rgb = _grey(slice_)
-    for name, channel in PAINT:
+    palette = colours(names)
+    for name, channel in _paint_order(names):
         mask = regions[channel] > 0.5
-        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.array(COLOURS[name])
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.array(palette[name])
     return rgb
 
 
 def tumour_centre(regions: np.ndarray) -> tuple[int, int, int]:
-    """Voxel index of the centre of the whole tumour, or of the volume where there is none."""
-    wt = regions[1] > 0.5
+    """Voxel index of the centre of everything labelled (the whole tumour), or of the volume if nothing is."""
+    wt = (np.asarray(regions) > 0.5).any(0)
     if not wt.any():
         return tuple(s // 2 for s in wt.shape)
     return tuple(int(round(c.mean())) for c in np.nonzero(wt))
 
 
-def overlay_grid(image, label, pred, channel: int = 3) -> np.ndarray:
-    """Axial, coronal and sagittal slices through the tumour: truth (top row) and prediction (bottom).
+def overlay_grid(image, label, pred, channel: int | None = None, names=REGIONS) -> np.ndarray:
+    """Axial, coronal and sagittal slices through the labelled voxels: truth (top row) and prediction (bottom).
 
-    image [C, X, Y, Z] (RAS, channel 3 = flair), label and pred [3, X, Y, Z] -> uint8 RGB [2*H, 3*W, 3].
-    ``label`` may be None (prediction only: one row).
+    image [C, X, Y, Z] (RAS; shown: ``channel``, default flair of four channels, else the first), label and
+    pred [N, X, Y, Z] masks named ``names`` -> uint8 RGB [2*H, 3*W, 3]. ``label`` may be None (one row).
     """
-    image = _as_numpy(image)[channel]
+    image = _as_numpy(image)
+    image = image[channel if channel is not None else (3 if image.shape[0] == 4 else 0)]
     rows = [r for r in (label, pred) if r is not None]
     rows = [_as_numpy(r) for r in rows]
     cx, cy, cz = tumour_centre(rows[0])  # truth when given, else the prediction
@@ -54,7 +74,7 @@ def overlay_grid(image, label, pred, channel: int = 3) -> np.ndarray:
     ]
     panels = []
     for regions in rows:
-        cells = [overlay(view(image), np.stack([view(r) for r in regions])) for view in views]
+        cells = [overlay(view(image), np.stack([view(r) for r in regions]), names=names) for view in views]
         height = max(c.shape[0] for c in cells)
         cells = [np.pad(c, ((0, height - c.shape[0]), (0, 2), (0, 0))) for c in cells]
         panels.append(np.concatenate(cells, axis=1))
