@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -72,3 +73,33 @@ def write_case(root: Path, case_id: str, label: np.ndarray, affine=LPS_AFFINE, s
 @pytest.fixture
 def tiny_case(tmp_path) -> dict:
     return write_case(tmp_path / "data", "BraTS2021_00001", blob_label())
+
+
+def write_ct_dataset(root: Path, n: int = 3, shape=(28, 24, 12), datalist: bool = False, seed: int = 0) -> Path:
+    """A tiny abdominal-CT-like dataset: one CT channel in HU (air -1000, body 40, bone 700), organs 'liver' (1,
+    100 HU) and 'spleen' (2, 160 HU) as boxes, LPS and anisotropic; MSD layout (dataset.json), or with
+    ``datalist`` a BTCV-style ``dataset_0.json`` with a validation section. Case ``n`` and later go to imagesTs."""
+    rng = np.random.default_rng(seed)
+    affine = _lps_affine(0.0, spacing=(1.5, 1.5, 4.0))
+    entries = []
+    for i in range(n):
+        image = np.full(shape, -1000.0, np.float32)
+        image[3:-3, 3:-3, :] = 40.0
+        image[12:16, 16:20, :] = 700.0  # spine
+        label = np.zeros(shape, np.uint8)
+        x = int(rng.integers(4, 7))
+        label[x : x + 7, 5:12, 2:9] = 1
+        label[17:22, 6:10, 3:8] = 2
+        image[label == 1], image[label == 2] = 100.0, 160.0
+        image += rng.normal(0, 5, shape).astype(np.float32)
+        save(root / "imagesTr" / f"abd{i:03d}.nii.gz", image.astype(np.int16), affine)
+        save(root / "labelsTr" / f"abd{i:03d}.nii.gz", label, affine)
+        entries.append({"image": f"imagesTr/abd{i:03d}.nii.gz", "label": f"labelsTr/abd{i:03d}.nii.gz"})
+    labels = {"0": "background", "1": "liver", "2": "spleen"}
+    if datalist:
+        meta = {"modality": {"0": "CT"}, "labels": labels, "training": entries[1:], "validation": entries[:1]}
+        (root / "dataset_0.json").write_text(json.dumps(meta))
+    else:
+        meta = {"name": "TinyAbdomen", "modality": {"0": "CT"}, "labels": labels, "training": entries, "test": []}
+        (root / "dataset.json").write_text(json.dumps(meta))
+    return root

@@ -9,7 +9,7 @@ import torch
 from medseg.data.cases import dataset_channels
 from medseg.data.guess_convention import task_from_labels
 from medseg.errors import LayoutError
-from medseg.tasks import MODALITIES, PRESETS, Channel, Task, get_task, guess_kind, task_for_checkpoint
+from medseg.tasks import MODALITIES, PRESETS, Channel, get_task, guess_kind, task_for_checkpoint
 
 SOURCE = Path("dataset.json")
 

@@ -16,18 +16,24 @@ from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
 from medseg.io import case_output_name, check_output_dir
 from medseg.reporting import html as report
+from medseg.tasks import PRESETS
 
 DESCRIPTION = """\
-Segment brain-tumour MRI scans with a checkpoint written by `medseg fit`.
+Segment CT or MRI scans with a checkpoint written by `medseg fit`: the checkpoint knows its task (the
+input channels, the labels and whether it learned overlapping regions or exclusive classes).
 
-INPUT can be: the four modality files of one case (t1, t1ce, t2, flair in BraTS 2021 or 2023 naming,
-or nnU-Net <case>_0000..0003), a case folder, a folder of case folders (BraTS layouts), a flat
-nnU-Net-style folder, or a single 4-D file; several inputs may be mixed. NIfTI, NRRD and MetaImage.
+INPUT can be, for a brain-tumour model (t1, t1ce, t2, flair): the four modality files of one case (BraTS
+2021 or 2023 naming, or nnU-Net <case>_0000..0003), a case folder, a folder of case folders, a flat
+nnU-Net-style folder, or a single 4-D file. For any other model: nnU-Net-style <case>_0000.. files (one
+per channel), single images (3-D for one channel, 4-D with the channels on the last axis, e.g. MSD's
+imagesTs/), folders of them, or for one channel a DICOM series folder. Several inputs may be mixed.
+NIfTI, NRRD and MetaImage.
 
-For each case it writes OUT/<case>.nii.gz: a label map in the training dataset's label convention
-(BraTS 2021: 1 necrotic, 2 edema, 4 enhancing; BraTS 2023: ET = 3; MSD), with the input's exact shape
-and affine, so it overlays the scan in ITK-SNAP or 3D Slicer. With --probabilities also
-OUT/<case>_prob.nii.gz: float32 [X, Y, Z, 3] probabilities of TC, WT, ET.
+For each case it writes OUT/<case>.nii.gz: a label map in the training dataset's own label values
+(BraTS 2021: 1 necrotic, 2 edema, 4 enhancing; an organ dataset: each organ's value), with the input's
+exact shape and affine, so it overlays the scan in ITK-SNAP or 3D Slicer. With --probabilities also
+OUT/<case>_prob.nii.gz: float32 [X, Y, Z, N]: a sigmoid per region (TC, WT, ET), or a softmax over
+background and each class.
 
 Files are written under a temporary name and renamed when complete; cases whose output exists are
 skipped unless --overwrite. A bad case is reported and skipped; the run exits 1 if any case failed.
@@ -79,14 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass")
     parser.add_argument("--stitch-device", help="device the whole-volume output is stitched on (e.g. cpu)")
     parser.add_argument(
-        "--label-convention", choices=["brats2021", "brats2023", "msd"], help="write labels in this convention instead"
+        "--label-convention",
+        choices=list(PRESETS),
+        help="brain-tumour models: write labels in this preset's values instead (the same regions)",
     )
     return parser
 
 
 def _report_case(result, convention, report_dir: Path) -> dict:
-    image, regions = result.preview
-    png = report.save_overlay(image, regions, report_dir / f"{result.case_id}.png", title=result.case_id)
+    image, masks = result.preview
+    png = report.save_overlay(image, masks, report_dir / f"{result.case_id}.png", title=result.case_id)
     volumes = report.region_volumes_ml(result.label, convention, result.voxel_ml)
     return {"case_id": result.case_id, **volumes, "overlay": png.name}
 
