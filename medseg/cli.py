@@ -19,7 +19,7 @@ COMMANDS = {
     "demo": ("medseg.commands.demo:main", "generate demo data, fit, predict and evaluate, end to end"),
     "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style cases (BraTS 2021 layout)"),
     "predict": ("medseg.commands.predict:main", "segment scans from files with a checkpoint"),
-    "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
+    "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region or class of predictions against labels"),
     "export": (
         "medseg.commands.export:main",
         "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch",

@@ -1,22 +1,29 @@
 """Score a folder of predicted label maps against the reference labels (in the spirit of nnU-Net's
-``evaluate_folder``): Dice and HD95 per region (TC, WT, ET) for every case, then mean/std/median.
+``evaluate_folder``): Dice and HD95 per output of the task (BraTS regions TC, WT, ET; organ classes) for
+every case, then mean/std/median.
 
 Folders read:
 
 - predictions: ``pred_dir/<case>.nii.gz``, label maps as ``medseg predict`` writes them;
 - labels, any of: a flat folder ``label_dir/<case>.nii.gz``; a BraTS folder
   ``label_dir/<case>/<case>_seg.nii.gz`` (2021) or ``<case>-seg.nii.gz`` (2023); an nnU-Net/MSD dataset
-  (``label_dir`` is the dataset root holding ``labelsTr/``, or ``labelsTr`` itself).
+  (``label_dir`` is the dataset root holding ``labelsTr/``, or ``labelsTr`` / ``labelsTs`` itself).
+
+The task (what the label values mean, what is scored) is, in this order: the one named (a preset, a
+dataset.json or datalist, a ``medseg fit`` checkpoint); the ``dataset.json`` beside the labels (in the label
+folder or its parent); for BraTS data, the case ids or the label values (:func:`infer_convention`).
 
 Cases are matched by id. A label without a prediction is *missing*: listed in the summary and counted,
 never dropped in silence (the CLI then exits 1). A prediction without a label is ignored, with a note.
 
 Files written to ``out_dir`` (default ``pred_dir``, never the label folder), each whole or not at all:
 
-- ``metrics_per_case.csv``: ``case_id, dice_tc, dice_wt, dice_et, dice_mean, hd95_tc, ..., hd95_mean``
-  (6 significant digits);
+- ``metrics_per_case.csv``: ``case_id, dice_<output>..., dice_mean, hd95_<output>..., hd95_mean`` with the
+  outputs named as the dataset names them (``dice_tc``, ``dice_liver``; see
+  :func:`medseg.metrics.segmentation.metric_keys`), 6 significant digits; the means are over the outputs
+  (for a classes task: the foreground classes);
 - ``metrics_summary.json``: ``{metric: {"mean", "std", "median", "n"}}`` plus the case counts, the
-  missing and ignored case ids and the conventions used (std is the population std, ddof 0).
+  missing and ignored case ids and the task used (std is the population std, ddof 0).
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from medseg.data.labels import CONVENTIONS, REGIONS, LabelConvention, convention_of_case_id, get_convention
+from medseg.data.guess_convention import find_task_json, task_from_json
+from medseg.data.labels import CONVENTIONS, REGIONS, convention_of_case_id
 from medseg.errors import CaseError, LayoutError
+from medseg.inference.checkpoint import checkpoint_task
 from medseg.io import NIFTI_SUFFIXES, write_atomic
-from medseg.metrics.segmentation import HD95_PENALTY_MM, region_metrics
+from medseg.metrics.segmentation import HD95_PENALTY_MM, metric_keys, region_metrics
+from medseg.tasks import ALIASES, PRESETS, Task, get_task
 
 PER_CASE_CSV, SUMMARY_JSON = "metrics_per_case.csv", "metrics_summary.json"
 
@@ -59,13 +69,18 @@ def _flat_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def find_label_files(label_dir: str | os.PathLike) -> dict[str, Path]:
-    """Case id -> label file for a flat, BraTS (2021/2023) or nnU-Net/MSD (``labelsTr``) label folder."""
+def label_folder(label_dir: str | os.PathLike) -> Path:
+    """The folder the labels are in: ``label_dir/labelsTr`` for an nnU-Net/MSD dataset root, else ``label_dir``."""
     label_dir = Path(label_dir)
     if not label_dir.is_dir():
         raise LayoutError(f"label folder {label_dir} does not exist")
-    if (label_dir / "labelsTr").is_dir():
-        label_dir = label_dir / "labelsTr"
+    return label_dir / "labelsTr" if (label_dir / "labelsTr").is_dir() else label_dir
+
+
+def find_label_files(label_dir: str | os.PathLike) -> dict[str, Path]:
+    """Case id -> label file for a flat (``labelsTs/`` too), BraTS (2021/2023) or nnU-Net/MSD (``labelsTr``)
+    label folder."""
+    label_dir = label_folder(label_dir)
     found = _flat_files(label_dir)
     for case_dir in sorted(p for p in label_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for suffix in NIFTI_SUFFIXES:
@@ -90,7 +105,7 @@ def read_label_map(path: Path, case_id: str) -> tuple[np.ndarray, nib.Nifti1Imag
     return (data[..., 0] if data.ndim == 4 and data.shape[-1] == 1 else data), image
 
 
-def infer_convention(label_files: dict[str, Path]) -> tuple[LabelConvention, str]:
+def infer_convention(label_files: dict[str, Path]) -> tuple[Task, str]:
     """Guess the label convention of a folder: ``(convention, how it was chosen)``.
 
     By case ids when all of them look like BraTS 2021 (``BraTS2021_00000``) or BraTS 2023
@@ -101,47 +116,76 @@ def infer_convention(label_files: dict[str, Path]) -> tuple[LabelConvention, str
     by_name = {convention_of_case_id(case) for case in label_files}
     if len(by_name) == 1 and None not in by_name:
         name = by_name.pop()
-        return get_convention(name), f"case ids look like {name}"
+        return get_task(name), f"case ids look like {name}"
     for case, path in label_files.items():
         values = set(np.unique(read_label_map(path, case)[0]).tolist())
         if 4 in values:
-            return get_convention("brats2021"), f"{path.name} holds label 4"
+            return get_task("brats2021"), f"{path.name} holds label 4"
         if 3 in values:
             raise LayoutError(
                 f"cannot tell the label convention: {path} holds labels {sorted(values)} (3 is enhancing "
                 f"tumour in both BraTS 2023 and MSD/nnU-Net, which differ in 1 and 2); pass --convention "
-                f"brats2023 or --convention msd"
+                f"brats2023 or --convention msd (or --task with the dataset's dataset.json)"
             )
     first = next(iter(label_files.values()))
     raise LayoutError(
-        f"cannot tell the label convention: no label file holds 3 or 4 (first: {first}); pass --convention "
-        f"{'|'.join(CONVENTIONS)}"
+        f"cannot tell the task: no dataset.json beside the labels and no label file holds 3 or 4 (first: "
+        f"{first}); pass --task PRESET|dataset.json|model.ckpt or --convention {'|'.join(CONVENTIONS)}"
     )
 
 
-def _regions(data: np.ndarray, convention: LabelConvention, what: str, case_id: str, path: Path, hint: str):
-    """Label map -> bool regions [3, *spatial], refusing values the convention does not define."""
-    bad = convention.unexpected_values(data)
+def resolve_task(spec: str | Task, label_dir: str | os.PathLike, label_files: dict[str, Path]) -> tuple[Task, str]:
+    """The task to score ``label_files`` with, and how it was chosen: ``(task, how)``.
+
+    ``spec``: a Task; a preset name; a path to a dataset.json or datalist ``*.json`` (its ``labels``, see
+    :func:`medseg.data.guess_convention.task_from_json`); a ``*.ckpt`` written by ``medseg fit`` (the task
+    it was trained on); or ``auto``: the JSON that names the labels in the label folder or its parent
+    (:func:`medseg.data.guess_convention.find_task_json`), else the BraTS guess of :func:`infer_convention`.
+    """
+    if isinstance(spec, Task):
+        return spec, "given"
+    if spec == "auto":
+        folder = label_folder(label_dir)
+        found = find_task_json([folder, folder.resolve().parent])
+        if found is not None:
+            return task_from_json(found), f"{found} names the labels"
+        return infer_convention(label_files)
+    if spec.lower().endswith((".ckpt", ".pt", ".pth")):
+        return checkpoint_task(spec), f"checkpoint {spec}"
+    if spec.lower().endswith(".json"):
+        return task_from_json(spec), f"{spec} names the labels"
+    if spec.lower() not in PRESETS and spec.lower() not in ALIASES:
+        raise LayoutError(
+            f"unknown task {spec!r}: give a preset ({', '.join(PRESETS)}), a dataset.json / datalist .json or "
+            f"a .ckpt checkpoint"
+        )
+    return get_task(spec), f"preset {spec}"
+
+
+def _masks(data: np.ndarray, task: Task, what: str, case_id: str, path: Path, hint: str):
+    """Label map -> bool masks [len(task.outputs), *spatial], refusing values the task does not define."""
+    bad = task.unexpected_values(data)
     if bad:
         raise CaseError(
-            f"{what} holds values {bad} that the {convention.name} convention does not define (it uses "
-            f"{list(convention.values)}{hint}); pass the right --convention/--pred-convention",
+            f"{what} holds values {bad} that the {task.name} task does not define (it uses "
+            f"{list(task.values)}{hint}); pass the right --task, --convention or --pred-convention",
             case_id=case_id,
             path=path,
         )
-    return convention.to_regions(data.astype(np.int64)).bool()  # [3, *spatial]
+    return task.to_masks(data.astype(np.int64)).bool()  # [N, *spatial]
 
 
 def evaluate_case(
     case_id: str,
     pred_path: Path,
     label_path: Path,
-    convention: LabelConvention,
-    pred_convention: LabelConvention,
+    task: Task,
+    pred_task: Task,
     hd95: bool = True,
     hint: str = "",
 ) -> dict:
-    """One row: ``case_id`` and the region metrics of the prediction file against the label file.
+    """One row: ``case_id`` and the metrics per output of the prediction file against the label file (the
+    label read in ``task``, the prediction in ``pred_task``, which has the same outputs).
 
     The two files must agree in shape and affine (within 1e-3); the spacing comes from the label header.
     """
@@ -159,10 +203,11 @@ def evaluate_case(
             f"orientation, spacing or origin differ)",
             case_id=case_id,
         )
-    label_regions = _regions(label, convention, "label", case_id, label_path, hint)  # [3, *spatial]
-    pred_regions = _regions(pred, pred_convention, "prediction", case_id, pred_path, "")  # [3, *spatial]
+    label_masks = _masks(label, task, "label", case_id, label_path, hint)  # [N, *spatial]
+    pred_masks = _masks(pred, pred_task, "prediction", case_id, pred_path, "")  # [N, *spatial]
     spacing = [float(s) for s in label_image.header.get_zooms()[:3]]
-    return {"case_id": case_id, **region_metrics(pred_regions, label_regions, spacing, with_hd95=hd95)}
+    metrics = region_metrics(pred_masks, label_masks, spacing, with_hd95=hd95, names=task.outputs)
+    return {"case_id": case_id, **metrics}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -206,29 +251,36 @@ def evaluate_folder(
     pred_convention: str | None = None,
     hd95: bool = True,
     out_dir: str | os.PathLike | None = None,
+    task: str | Task | None = None,
 ) -> tuple[list[dict], dict]:
     """Score every labelled case of ``label_dir`` that has a prediction in ``pred_dir``.
 
     Args:
         pred_dir: folder of predicted label maps ``<case>.nii.gz``.
         label_dir: label folder, flat, BraTS or nnU-Net/MSD (see the module docstring).
-        convention: label convention of the labels (``brats2021``, ``brats2023``, ``msd``) or ``auto``
-            (by case ids, else by label values; see :func:`infer_convention`).
-        pred_convention: convention of the predictions; default: the labels' one.
+        convention: a preset the labels are in (``brats2021``, ``msd``, ... any of
+            :data:`medseg.tasks.PRESETS`) or ``auto`` (see :func:`resolve_task`).
+        pred_convention: preset the predictions are in; default: the labels' task. It must have the same
+            outputs (BraTS 2021 labels against BraTS 2023 predictions: TC, WT, ET in both).
         hd95: also compute HD95 (the slow part).
         out_dir: where the CSV and JSON go; default ``pred_dir``. Never inside ``label_dir``.
+        task: the task of the labels, instead of ``convention``: a Task, a preset name, a dataset.json or
+            datalist path, or a ``.ckpt`` (see :func:`resolve_task`).
 
     Returns:
         ``(rows, summary)``: one dict per evaluated case (``case_id`` and the metrics of
-        :func:`medseg.metrics.region_metrics`), and ``{metric: {"mean", "std", "median", "n"}}`` with
-        ``n_cases``, ``n_missing``, ``missing`` (label cases without a prediction), ``ignored_predictions``
-        (predictions without a label), ``convention``, ``pred_convention`` and ``hd95_penalty_mm``.
+        :func:`medseg.metrics.segmentation.region_metrics` for the task's outputs), and
+        ``{metric: {"mean", "std", "median", "n"}}`` with ``n_cases``, ``n_missing``, ``missing`` (label
+        cases without a prediction), ``ignored_predictions`` (predictions without a label), ``task``
+        (:meth:`Task.to_dict`), ``task_source`` (how it was chosen), ``convention`` (the task's name),
+        ``pred_convention`` and ``hd95_penalty_mm``.
 
     Raises:
-        LayoutError: a folder is absent or empty, the convention cannot be inferred, no case matches, or
+        LayoutError: a folder is absent or empty, the task cannot be told or read, no case matches, or
             ``out_dir`` is inside the label folder.
         CaseError: a case whose files disagree in shape or affine, cannot be read, or hold values outside
-            their convention; names the case and the files.
+            their task; names the case and the files.
+        WeightsError: ``task`` names a checkpoint that cannot be read or records no task.
     """
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     out_dir = Path(out_dir) if out_dir is not None else pred_dir
@@ -245,40 +297,68 @@ def evaluate_folder(
             f"{pred_dir}/<case>.nii.gz ({len(predictions)} files there)"
         )
 
-    if convention == "auto":
-        label_convention, how = infer_convention(labels)
-        hint = f", chosen because {how}"
-    else:
-        label_convention, hint = get_convention(convention), ""
-    pred_conv = get_convention(pred_convention) if pred_convention is not None else label_convention
+    if task is not None and convention != "auto":
+        raise LayoutError(f"give the task once: --task {task} or --convention {convention}, not both")
+    spec = task if task is not None else convention
+    label_task, how = resolve_task(spec, label_dir, labels)
+    hint = f", chosen because {how}" if spec == "auto" else ""
+    pred_task = _pred_task(pred_convention, label_task)
 
     rows = []
     with tqdm(matched, desc="evaluate", unit="case") as progress:  # closed before any error is reported
         for case in progress:
-            rows.append(evaluate_case(case, predictions[case], labels[case], label_convention, pred_conv, hd95, hint))
+            rows.append(evaluate_case(case, predictions[case], labels[case], label_task, pred_task, hd95, hint))
     summary = summarize(rows)
     summary.update(
         n_cases=len(rows),
         n_missing=len(labels) - len(matched),
         missing=[case for case in labels if case not in predictions],
         ignored_predictions=[case for case in predictions if case not in labels],
-        convention=label_convention.name,
-        pred_convention=pred_conv.name,
+        task=label_task.to_dict(),
+        task_source=how,
+        convention=label_task.name,
+        pred_convention=pred_task.name,
         hd95_penalty_mm=HD95_PENALTY_MM,
     )
     write_results(rows, summary, out_dir)
     return rows, summary
 
 
+def _pred_task(pred_convention: str | None, task: Task) -> Task:
+    """The predictions' task: a preset with the outputs of the labels' ``task``, or ``task`` itself."""
+    if pred_convention is None:
+        return task
+    try:
+        pred_task = get_task(pred_convention)
+    except ValueError as err:
+        raise LayoutError(f"--pred-convention: {err}") from None
+    if pred_task.outputs != task.outputs:
+        raise LayoutError(
+            f"predictions in {pred_task.name} ({', '.join(pred_task.outputs)}) cannot be scored against labels in "
+            f"{task.name} ({', '.join(task.outputs)}): they must have the same regions or classes"
+        )
+    return pred_task
+
+
+def summary_outputs(summary: dict) -> tuple[str, list[tuple[str, str]]]:
+    """What a metrics summary scored: ``("region" | "class", [(output name, metric key), ...])``, the names
+    from its ``task`` (TC, WT, ET for summaries written before tasks were recorded)."""
+    task = summary.get("task") or {}
+    names = list(task.get("regions") or task.get("classes") or REGIONS)
+    return ("class" if task.get("classes") else "region"), list(zip(names, metric_keys(names)))
+
+
 def format_table(summary: dict) -> str:
-    """Plain-text table: rows TC, WT, ET, mean; columns Dice and HD95 (mm) as mean ± std."""
+    """Plain-text table: a row per output (TC, WT, ET; liver, ...) and the mean; columns Dice and HD95 (mm)
+    as mean ± std."""
     columns = [("Dice", "dice", ".4f"), ("HD95 (mm)", "hd95", ".2f")]
     columns = [c for c in columns if f"{c[1]}_mean" in summary]
-    lines = [["region"] + [f"{title} mean ± std" for title, _, _ in columns]]
-    for region in (*REGIONS, "mean"):
-        cells = [region]
+    kind, outputs = summary_outputs(summary)
+    lines = [[kind] + [f"{title} mean ± std" for title, _, _ in columns]]
+    for name, key in (*outputs, ("mean", "mean")):
+        cells = [name]
         for _, metric, fmt in columns:
-            stats = summary[f"{metric}_{region.lower()}"]
+            stats = summary[f"{metric}_{key}"]
             cells.append(f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}}")
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]

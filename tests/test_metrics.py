@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import binary_erosion
+from scipy.ndimage import binary_erosion, distance_transform_edt
 from scipy.spatial.distance import cdist
 
-from medseg.metrics.segmentation import HD95_PENALTY_MM, dice, hd95, region_metrics
+from medseg.metrics.segmentation import HD95_PENALTY_MM, dice, hd95, metric_keys, region_metrics
 
 
 def reference_dice(pred: np.ndarray, label: np.ndarray) -> float:
@@ -118,6 +118,72 @@ def test_region_metrics_keys_and_means():
     assert got["dice_mean"] == pytest.approx((got["dice_tc"] + 2) / 3)
     assert got["hd95_mean"] == pytest.approx(got["hd95_tc"] / 3)
     assert list(region_metrics(pred, label, with_hd95=False)) == ["dice_tc", "dice_wt", "dice_et", "dice_mean"]
+
+
+def edt_hd95(pred: np.ndarray, label: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> float:
+    """HD95 by scipy distance transforms (no point pairs): the distance of each surface voxel of one mask to
+    the nearest surface voxel of the other is the Euclidean distance transform of the other's non-surface."""
+    surfaces = [m & ~binary_erosion(m) for m in (pred, label)]
+    to_pred, to_label = (distance_transform_edt(~s, sampling=spacing) for s in surfaces)
+    return max(np.percentile(to_label[surfaces[0]], 95), np.percentile(to_pred[surfaces[1]], 95))
+
+
+ORGANS = {"liver": 1, "spleen": 2, "left kidney": 3, "Right-Kidney (R)": 5, "aorta": 7, "pancreas": 8}
+
+
+def organ_maps(seed: int, shape=(10, 9, 8)) -> tuple[np.ndarray, np.ndarray]:
+    """Label and prediction maps with organ values: blocks per organ, the prediction shifted and speckled;
+    the aorta is in neither (both empty), the pancreas only in the prediction (one empty)."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, np.int64)
+    for value, x in zip((1, 2, 3, 5), (0, 2, 5, 7)):
+        y, z = rng.integers(0, 4, size=2)
+        label[x : x + 3, y : y + 5, z : z + 4] = value
+    pred = np.roll(label, int(rng.integers(-1, 2)), axis=1)
+    speckle = rng.random(shape) < 0.08
+    pred[speckle] = rng.choice([0, 1, 2, 3, 5], size=int(speckle.sum()))
+    pred[rng.integers(0, shape[0]), 0, 0] = 8
+    return label, pred
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_multi_class_metrics_match_counts_and_distance_transforms(seed):
+    label, pred = organ_maps(seed)
+    spacing = (0.8, 1.5, 2.0)
+    masks = [np.stack([m == v for v in ORGANS.values()]) for m in (pred, label)]  # [6, *shape] each
+    got = region_metrics(torch.from_numpy(masks[0]), torch.from_numpy(masks[1]), spacing, names=list(ORGANS))
+    keys = ["liver", "spleen", "left_kidney", "right_kidney_r", "aorta", "pancreas"]
+    assert list(got) == [f"dice_{k}" for k in keys] + ["dice_mean"] + [f"hd95_{k}" for k in keys] + ["hd95_mean"]
+    dices, distances = [], []
+    for value, key in zip(ORGANS.values(), keys):
+        p, lab = pred == value, label == value
+        if not p.any() and not lab.any():
+            expected_dice, expected_hd = 1.0, 0.0
+        elif not p.any() or not lab.any():
+            expected_dice, expected_hd = 0.0, HD95_PENALTY_MM
+        else:
+            expected_dice = 2 * np.count_nonzero(p & lab) / (np.count_nonzero(p) + np.count_nonzero(lab))
+            expected_hd = edt_hd95(p, lab, spacing)
+            assert expected_hd == pytest.approx(reference_hd95(p, lab, spacing))  # the two references agree
+        assert got[f"dice_{key}"] == pytest.approx(expected_dice, rel=1e-6), key
+        assert got[f"hd95_{key}"] == pytest.approx(expected_hd, rel=1e-5), key
+        dices.append(expected_dice)
+        distances.append(expected_hd)
+    assert (got["dice_aorta"], got["hd95_aorta"]) == (1.0, 0.0)
+    assert (got["dice_pancreas"], got["hd95_pancreas"]) == (0.0, pytest.approx(HD95_PENALTY_MM))
+    assert got["dice_mean"] == pytest.approx(np.mean(dices), rel=1e-6)  # over the outputs only: no background
+    assert got["hd95_mean"] == pytest.approx(np.mean(distances), rel=1e-5)
+
+
+def test_metric_keys_are_safe_and_unique():
+    names = ["TC", "left kidney", "Right-Kidney (R)", "mean", "liver", "Liver", "±", "liver_6"]
+    expected = ["tc", "left_kidney", "right_kidney_r", "mean_4", "liver", "liver_6", "output_7", "liver_6_8"]
+    assert metric_keys(names) == expected
+
+
+def test_region_metrics_needs_one_name_per_mask():
+    with pytest.raises(ValueError, match=r"expected masks \[2, \*spatial\] \(liver, spleen\)"):
+        region_metrics(torch.zeros(3, 4, 4, 4), torch.zeros(3, 4, 4, 4), names=["liver", "spleen"])
 
 
 def test_shape_mismatch_is_refused():

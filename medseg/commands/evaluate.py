@@ -15,27 +15,35 @@ from medseg.evaluation import (
     list_some,
 )
 from medseg.metrics.segmentation import HD95_PENALTY_MM
+from medseg.tasks import get_task
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg evaluate",
-        description="Score predicted label maps against reference labels: Dice and HD95 per region (TC, WT, ET) "
-        "for every case, then mean, std and median.",
+        description="Score predicted label maps against reference labels: Dice and HD95 per output of the task "
+        "(BraTS regions TC, WT, ET; organ classes) for every case, then mean, std and median.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "folders:\n"
             "  --pred   <case>.nii.gz label maps\n"
             "  --label  <case>.nii.gz | <case>/<case>_seg.nii.gz (BraTS 2021) | <case>/<case>-seg.nii.gz\n"
-            "           (BraTS 2023) | an nnU-Net/MSD dataset root or its labelsTr/\n"
-            "label conventions (value: sub-region):\n"
+            "           (BraTS 2023) | an nnU-Net/MSD dataset root, its labelsTr/ or labelsTs/\n"
+            "task (what the label values mean, what is scored):\n"
+            "  --task PRESET | dataset.json | datalist.json | model.ckpt  (the labels of the JSON; the task\n"
+            "             the checkpoint was trained on)\n"
+            '  auto       a dataset.json / dataset_0.json (or one datalist .json) with "labels" in the label\n'
+            "             folder or its parent (DATA/labelsTs -> DATA/dataset.json); else, for BraTS, the case\n"
+            "             ids (BraTS2021_*, BraTS-XXX-*), else a label holding 4 means brats2021\n"
+            "presets (value: sub-region; --convention / --pred-convention take these names):\n"
             "  brats2021  1 necrotic, 2 edema, 4 enhancing\n"
             "  brats2023  1 necrotic, 2 edema, 3 enhancing\n"
             "  msd        1 edema, 2 non-enhancing, 3 enhancing (also nnU-Net's converted BraTS)\n"
-            "  auto       by case ids (BraTS2021_*, BraTS-XXX-*), else a label holding 4 means brats2021;\n"
-            "             anything else must be named with --convention\n"
-            "regions: TC = tumour core, WT = whole tumour, ET = enhancing tumour. Empty masks: both empty ->\n"
-            f"Dice 1, HD95 0; one empty -> Dice 0, HD95 {HD95_PENALTY_MM} mm (BraTS).\n"
+            "  brats2024-gli-post  1 NETC, 2 SNFH, 3 ET, 4 resection cavity (regions WT, TC, ET, RC)\n"
+            "  brats2024-ped       1 ET, 2 NET, 3 cystic component, 4 edema\n"
+            "regions: TC = tumour core, WT = whole tumour, ET = enhancing tumour; a classes task (organs)\n"
+            "scores each foreground class, and the mean is over them. Empty masks: both empty -> Dice 1,\n"
+            f"HD95 0; one empty -> Dice 0, HD95 {HD95_PENALTY_MM} mm (BraTS).\n"
             f"writes {PER_CASE_CSV} and {SUMMARY_JSON} to --out (default: --pred).\n"
             "exit code 1 on bad input or when a labelled case has no prediction."
         ),
@@ -43,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="folder of predictions")
     parser.add_argument("--label", required=True, type=Path, metavar="DIR", help="folder of reference labels")
     parser.add_argument(
-        "--convention", default="auto", choices=["auto", *CONVENTIONS], help="label convention (default: auto)"
+        "--task",
+        metavar="PRESET|FILE",
+        help="task of the labels: a preset, a dataset.json or datalist .json, or a .ckpt (default: auto)",
+    )
+    parser.add_argument(
+        "--convention", default="auto", choices=["auto", *CONVENTIONS], help="preset of the labels (default: auto)"
     )
     parser.add_argument(
         "--pred-convention", choices=list(CONVENTIONS), help="convention of the predictions (default: the labels')"
@@ -56,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _, summary = evaluate_folder(
-        args.pred, args.label, args.convention, args.pred_convention, not args.no_hd95, args.out
+        args.pred, args.label, args.convention, args.pred_convention, not args.no_hd95, args.out, task=args.task
     )
     print(format_table(summary))
+    print(f"task: {get_task(summary['task']).describe()} ({summary['task_source']})")
     if summary["ignored_predictions"]:
         ignored = summary["ignored_predictions"]
         print(f"note: ignored {len(ignored)} prediction(s) without a label: {list_some(ignored)}")

@@ -92,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report_case(result, convention, report_dir: Path) -> dict:
+def _report_case(result, task, report_dir: Path) -> dict:
     image, masks = result.preview
-    png = report.save_overlay(image, masks, report_dir / f"{result.case_id}.png", title=result.case_id)
-    volumes = report.region_volumes_ml(result.label, convention, result.voxel_ml)
+    path = report_dir / f"{result.case_id}.png"
+    png = report.save_overlay(image, masks, path, title=result.case_id, names=task.outputs)
+    volumes = report.region_volumes_ml(result.label, task, result.voxel_ml)  # ml per output of the task
     return {"case_id": result.case_id, **volumes, "overlay": png.name}
 
 

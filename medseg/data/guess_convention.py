@@ -1,12 +1,16 @@
 """Guessing a dataset's task: its label convention from its case ids (BraTS 2021 / 2023 naming), or its
-whole task from the labels of an nnU-Net / MSD dataset.json or a datalist."""
+whole task from the labels of an nnU-Net / MSD dataset.json or a datalist (and finding that JSON beside a
+label folder)."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medseg.data.cases import _load_json_object, dataset_channels
 from medseg.data.labels import CONVENTIONS, LabelConvention, convention_of_case_id
 from medseg.errors import LayoutError
 from medseg.tasks import MODALITIES, PRESETS, Channel, Task
@@ -94,3 +98,60 @@ def task_from_labels(
         return Task(name, channels, {n: int(v) for n, v in named.items()})
     except (TypeError, ValueError) as err:
         raise LayoutError(f"{source}: cannot read its labels {labels}: {err}") from None
+
+
+TASK_JSON_NAMES = ("dataset.json", "dataset_0.json")  # nnU-Net / MSD, and MONAI's fold-0 datalist
+_DATALIST_SECTIONS = ("training", "validation", "testing")
+
+
+def task_from_json(path: str | Path) -> Task:
+    """The task a dataset.json or datalist JSON describes: its ``labels`` (see :func:`task_from_labels`), with
+    the channels its ``channel_names`` (nnU-Net v2) or ``modality`` (MSD, nnU-Net v1, datalists) name; a JSON
+    naming none gets one channel ``image`` (channels only tell brain-tumour presets from other tasks).
+
+    Raises ``LayoutError`` naming the file: unreadable, not an object, no ``labels``, labels it cannot read.
+    """
+    path = Path(path)
+    meta = _load_json_object(path)
+    key = "channel_names" if isinstance(meta.get("channel_names"), dict) else "modality"
+    named = isinstance(meta.get(key), dict) and meta[key]
+    channels = dataset_channels(meta[key], path, key)[0] if named else (Channel("image"),)
+    return task_from_labels(meta.get("labels"), channels, str(meta.get("name") or path.parent.name), path, meta)
+
+
+def _names_labels(meta: Any, datalist: bool) -> bool:
+    """Whether ``meta`` is a JSON object with a ``labels`` dict (and, with ``datalist``, a list of cases)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict) or not meta["labels"]:
+        return False
+    return not datalist or any(isinstance(meta.get(s), list) for s in _DATALIST_SECTIONS)
+
+
+def _read_quietly(path: Path) -> Any:
+    """A JSON file's content, or None where it is no JSON at all (any ``*.json`` beside the labels)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def find_task_json(folders: Sequence[str | Path]) -> Path | None:
+    """The JSON that names the labels of a label folder, searched in ``folders`` in turn (the label folder,
+    then its parent: ``DATA/labelsTs`` -> ``DATA/dataset.json``): ``dataset.json`` or ``dataset_0.json``
+    with a ``labels`` entry, else the one datalist ``*.json`` there with ``labels``. None if there is none.
+
+    Raises ``LayoutError`` when one folder holds several datalists with labels (which one is meant?).
+    """
+    for folder in dict.fromkeys(Path(f).resolve() for f in folders):
+        if not folder.is_dir():
+            continue
+        for path in (folder / name for name in TASK_JSON_NAMES):
+            if path.is_file() and _names_labels(_load_json_object(path), datalist=False):  # a broken one: said
+                return path
+        others = sorted(p for p in folder.glob("*.json") if p.name not in TASK_JSON_NAMES and p.name[0] != ".")
+        found = [p for p in others if p.is_file() and _names_labels(_read_quietly(p), datalist=True)]
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise LayoutError(f"{folder}: several datalists name labels ({names}); pass --task FILE.json")
+        if found:
+            return found[0]
+    return None

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import instantiate_module
 
 from medseg.nets.pretrained import WeightsError, safe_load
+from medseg.tasks import Task, task_for_checkpoint
 
 M = TypeVar("M", bound=pl.LightningModule)
 
@@ -53,3 +54,24 @@ def load_checkpoint(checkpoint: str | Path, module_class: type[M], map_location:
     module = instantiate_module(module_class, hparams)
     module.load_state_dict(ckpt["state_dict"])
     return module.eval(), dict(ckpt.get("datamodule_hyper_parameters", {}))
+
+
+def checkpoint_task(checkpoint: str | Path) -> Task:
+    """The task a ``medseg fit`` checkpoint was trained on (its datamodule hyperparameters: ``task``, or the
+    ``label_convention`` of older checkpoints), read without building the model.
+
+    Raises:
+        WeightsError: the file is unreadable or unsafe, holds no datamodule settings, or a task that
+            cannot be read.
+    """
+    ckpt = safe_load(checkpoint, "cpu")
+    data = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(data, dict):
+        raise WeightsError(
+            f"{checkpoint}: holds no datamodule settings (datamodule_hyper_parameters), so no task; "
+            f"was it written by `medseg fit`? Name the task instead (a preset or a dataset.json)"
+        )
+    try:
+        return task_for_checkpoint(data)
+    except ValueError as err:
+        raise WeightsError(f"{checkpoint}: cannot read the task it records: {err}") from None

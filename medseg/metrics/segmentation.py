@@ -1,4 +1,5 @@
-"""Dice and HD95 per tumour region (TC, WT, ET), with the BraTS conventions for empty masks.
+"""Dice and HD95 per named output (tumour regions TC, WT, ET; organ classes), with the BraTS conventions for
+empty masks.
 
 Both metrics take binary masks ``[B, C, *spatial]`` (bool or 0/1) and return ``[B, C]``. A region can
 be absent from a case (many BraTS cases have no enhancing tumour), so what an empty mask scores is part
@@ -46,12 +47,6 @@ def _binary_pair(pred: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
     if pred.ndim < 3:
         raise ValueError(f"expected masks [B, C, *spatial], got shape {tuple(pred.shape)}")
     return pred != 0, label != 0
-
-
-def metric_name(output: str) -> str:
-    """An output's name as it appears in metric keys and CSV columns: ``TC`` -> ``tc``, ``kidney left``
-    -> ``kidney_left``."""
-    return re.sub(r"[^0-9a-z]+", "_", str(output).lower()).strip("_") or "output"
 
 
 def dice(pred: Tensor, label: Tensor) -> Tensor:
@@ -103,25 +98,53 @@ def hd95(pred: Tensor, label: Tensor, spacing: Sequence[float] | None = None) ->
     return out.to(pred_any.device)
 
 
-def region_metrics(
-    pred_regions: Tensor, label_regions: Tensor, spacing: Sequence[float] | None = None, with_hd95: bool = True
-) -> dict[str, float]:
-    """Metrics of one case from binary regions [3, *spatial] (TC, WT, ET).
+def metric_keys(names: Sequence[str]) -> list[str]:
+    """Names of outputs -> the part of their metric keys: ``TC`` -> ``tc``, ``left kidney`` -> ``left_kidney``.
 
-    Returns ``dice_tc``, ``dice_wt``, ``dice_et``, ``dice_mean`` and, with ``with_hd95``, ``hd95_tc``,
-    ``hd95_wt``, ``hd95_et``, ``hd95_mean`` (mm), all Python floats; the means are over the three regions.
+    Lower case, every run of characters other than ``a-z0-9`` made one ``_`` (safe in CSV headers and
+    logger keys). A key that comes out empty, repeats an earlier one or is ``mean`` (taken by the means)
+    gets its 1-based position appended (``output_1``, ``mean_3``, ``liver_2``): every output keeps a column.
     """
-    pred_regions, label_regions = torch.as_tensor(pred_regions), torch.as_tensor(label_regions)
-    if pred_regions.shape[0] != len(REGIONS) or label_regions.shape[0] != len(REGIONS):
+    keys: list[str] = []
+    for i, name in enumerate(names, start=1):
+        key = re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")
+        if not key or key in keys or key == "mean":
+            key = f"{key or 'output'}_{i}"
+        while key in keys:  # a name that already looked like a numbered one
+            key += "_"
+        keys.append(key)
+    return keys
+
+
+def region_metrics(
+    pred_masks: Tensor,
+    label_masks: Tensor,
+    spacing: Sequence[float] | None = None,
+    with_hd95: bool = True,
+    names: Sequence[str] = REGIONS,
+) -> dict[str, float]:
+    """Metrics of one case from binary masks [N, *spatial], one per output named in ``names``.
+
+    The outputs are a task's regions (BraTS: TC, WT, ET, the default) or its foreground classes (one mask
+    per organ; the background is not an output).
+
+    Returns ``dice_<key>`` for each output, ``dice_mean`` and, with ``with_hd95``, ``hd95_<key>`` and
+    ``hd95_mean`` (mm), all Python floats, where ``<key>`` is the output's name made a key by
+    :func:`metric_keys` (``dice_tc``, ``dice_left_kidney``); the means are over the outputs.
+    """
+    pred_masks, label_masks = torch.as_tensor(pred_masks), torch.as_tensor(label_masks)
+    names = [names] if isinstance(names, str) else list(names)
+    if not names or pred_masks.shape[0] != len(names) or label_masks.shape[0] != len(names):
         raise ValueError(
-            f"expected regions [{len(REGIONS)}, *spatial] ({', '.join(REGIONS)}), "
-            f"got {tuple(pred_regions.shape)} and {tuple(label_regions.shape)}"
+            f"expected masks [{len(names)}, *spatial] ({', '.join(names)}), "
+            f"got {tuple(pred_masks.shape)} and {tuple(label_masks.shape)}"
         )
-    scores = {"dice": dice(pred_regions[None], label_regions[None])[0]}  # [3]
+    scores = {"dice": dice(pred_masks[None], label_masks[None])[0]}  # [N]
     if with_hd95:
-        scores["hd95"] = hd95(pred_regions[None], label_regions[None], spacing)[0]  # [3]
+        scores["hd95"] = hd95(pred_masks[None], label_masks[None], spacing)[0]  # [N]
+    keys = metric_keys(names)
     out = {}
-    for name, values in scores.items():
-        out.update({f"{name}_{region.lower()}": float(v) for region, v in zip(REGIONS, values)})
-        out[f"{name}_mean"] = float(values.mean())
+    for metric, values in scores.items():
+        out.update({f"{metric}_{key}": float(v) for key, v in zip(keys, values)})
+        out[f"{metric}_mean"] = float(values.mean())
     return out

@@ -25,7 +25,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from medseg.losses import DiceBCELoss, DiceCELoss
-from medseg.metrics.segmentation import dice, hd95, metric_name
+from medseg.metrics.segmentation import dice, hd95, metric_keys
 from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
 from medseg.nets.pretrained import load_pretrained
@@ -165,7 +165,7 @@ class SegmentationModule(pl.LightningModule):
         label = batch["label"]  # [1, R, X, Y, Z] regions or [1, 1, X, Y, Z] class indices
         logits = self.sliding_window(batch["image"]).to(label.device)  # [1, R or K+1, X, Y, Z]
         pred, truth = self.masks(logits), self.target_masks(label)  # [1, N, X, Y, Z] each, N outputs
-        names = [metric_name(o) for o in self.task.outputs]
+        names = metric_keys(self.task.outputs)
         metrics = {f"{stage}/loss": self.loss(logits, label)["loss"]}
         scores = dice(pred, truth)[0]  # [N]
         metrics.update({f"{stage}/dice_{n}": s for n, s in zip(names, scores)})

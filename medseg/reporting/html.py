@@ -2,8 +2,8 @@
 
 - ``save_overlay``: a PNG per case, axial / coronal / sagittal slices through the tumour with one colour
   per region and a legend (truth on top when a label is given, prediction below);
-- ``write_html``: ``index.html`` with region volumes in ml per case, the metrics table when
-  ``medseg evaluate`` has run, and the overlays;
+- ``write_html``: ``index.html`` with the volume of each output (region or class) in ml per case, the
+  metrics table when ``medseg evaluate`` has run, and the overlays;
 - ``plot_curves``: training curves from a CSV logger's ``metrics.csv``.
 """
 
@@ -22,16 +22,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from medseg.data.labels import REGIONS, LabelConvention
+from medseg.evaluation import summary_outputs
 from medseg.io import atomic_path, write_atomic
-from medseg.reporting.overlays import COLOURS, overlay_grid
+from medseg.reporting.overlays import REGIONS, colours, overlay_grid
+from medseg.tasks import Task
 
 LEGEND = {"WT": "whole tumour (edema)", "TC": "tumour core", "ET": "enhancing tumour"}
 
 
-def save_overlay(image, pred, path: str | Path, title: str = "", label=None) -> Path:
-    """image [4, X, Y, Z] (RAS), pred / label [3, X, Y, Z] (TC, WT, ET) -> PNG at ``path``."""
-    grid = overlay_grid(image, label, pred)  # [rows*H, 3*W, 3] uint8
+def save_overlay(image, pred, path: str | Path, title: str = "", label=None, names=REGIONS) -> Path:
+    """image [C, X, Y, Z] (RAS), pred / label [N, X, Y, Z] masks named ``names`` (default TC, WT, ET) -> PNG."""
+    grid = overlay_grid(image, label, pred, names=names)  # [rows*H, 3*W, 3] uint8
     rows = 1 if label is None else 2
     fig, ax = plt.subplots(figsize=(9, 3.2 * rows), dpi=100)
     ax.imshow(grid, interpolation="nearest")
@@ -42,8 +43,11 @@ def save_overlay(image, pred, path: str | Path, title: str = "", label=None) -> 
         ax.text((i + 0.5) * width, -4, name, ha="center", va="bottom", fontsize=9)
     for r, name in enumerate(["truth", "prediction"][-rows:]):
         ax.text(-6, (r + 0.5) * grid.shape[0] / rows, name, ha="right", va="center", rotation=90, fontsize=9)
-    handles = [Patch(color=COLOURS[r], label=LEGEND[r]) for r in ("WT", "TC", "ET")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
+    palette = colours(names)
+    shown = ("WT", "TC", "ET") if tuple(names) == REGIONS else tuple(names)
+    handles = [Patch(color=palette[r], label=LEGEND.get(r, r)) for r in shown]
+    ncol = min(len(handles), 6)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10, pad=16)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,10 +57,10 @@ def save_overlay(image, pred, path: str | Path, title: str = "", label=None) -> 
     return path
 
 
-def region_volumes_ml(label: np.ndarray, convention: LabelConvention, voxel_ml: float) -> dict[str, float]:
-    """Volume of TC, WT and ET in ml of a label map in ``convention``."""
-    regions = convention.to_regions(label)  # [3, X, Y, Z]
-    return {r: float(regions[i].sum()) * voxel_ml for i, r in enumerate(REGIONS)}
+def region_volumes_ml(label: np.ndarray, task: Task, voxel_ml: float) -> dict[str, float]:
+    """Volume in ml of each output of ``task`` (TC, WT, ET; liver, ...) in a label map in its values."""
+    masks = task.to_masks(label)  # [N, X, Y, Z] bool
+    return {name: float(mask.sum()) * voxel_ml for name, mask in zip(task.outputs, masks)}
 
 
 def merge_rows(out_dir: str | Path, rows: Sequence[dict]) -> list[dict]:
@@ -74,8 +78,9 @@ def write_html(
 ) -> Path:
     """``out_dir/index.html``: one row per case (volumes in ml, overlay), plus the evaluate summary.
 
-    rows: ``{"case_id", "TC", "WT", "ET" (ml), "overlay" (path relative to out_dir)}``; default: the rows
-    stored in ``out_dir/cases.json`` by :func:`merge_rows`.
+    rows: ``{"case_id", <output>: ml for each output of the task ("TC", "WT", "ET"; "liver", ...),
+    "overlay" (path relative to out_dir)}``; default: the rows stored in ``out_dir/cases.json`` by
+    :func:`merge_rows`. The volume columns are the outputs in the order the rows first name them.
     """
     out_dir = Path(out_dir)
     if rows is None:
@@ -88,22 +93,25 @@ def write_html(
     ]
     if metrics_summary and Path(metrics_summary).exists():
         summary = json.loads(Path(metrics_summary).read_text())
+        kind, outputs = summary_outputs(summary)
         parts.append(
-            "<h2>Metrics</h2><table><tr><th>region</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>"
+            f"<h2>Metrics</h2><table><tr><th>{kind}</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>"
         )
-        for region in (*REGIONS, "mean"):
-            dice, hd = summary.get(f"dice_{region.lower()}", {}), summary.get(f"hd95_{region.lower()}", {})
+        for name, key in (*outputs, ("mean", "mean")):
+            dice, hd = summary.get(f"dice_{key}", {}), summary.get(f"hd95_{key}", {})
             parts.append(
-                f"<tr><td>{region}</td>"
+                f"<tr><td>{html.escape(name)}</td>"
                 f"<td>{dice.get('mean', float('nan')):.4f} ± {dice.get('std', float('nan')):.4f}</td>"
                 f"<td>{hd.get('mean', float('nan')):.2f} ± {hd.get('std', float('nan')):.2f}</td></tr>"
             )
         parts.append("</table>")
     if (out_dir / "training_curves.png").exists():
         parts.append("<h2>Training</h2><img src='training_curves.png' alt='training curves'>")
-    parts.append("<h2>Region volumes (ml)</h2><table><tr><th>case</th><th>TC</th><th>WT</th><th>ET</th></tr>")
+    outputs = list(dict.fromkeys(k for row in rows for k in row if k not in ("case_id", "overlay")))
+    heads = "".join(f"<th>{html.escape(name)}</th>" for name in outputs)
+    parts.append(f"<h2>Region volumes (ml)</h2><table><tr><th>case</th>{heads}</tr>")
     for row in rows:
-        cells = "".join(f"<td>{row[r]:.1f}</td>" for r in REGIONS)
+        cells = "".join(f"<td>{row[r]:.1f}</td>" if r in row else "<td></td>" for r in outputs)
         parts.append(
             f"<tr><td><a href='#{html.escape(row['case_id'])}'>{html.escape(row['case_id'])}</a></td>{cells}</tr>"
         )
