@@ -10,3 +10,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def gpu_memory_gib(index: int = 0) -> float | None:
+    """Total memory of CUDA device ``index`` in GiB, or None when no GPU is visible."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(index).total_memory / 2**30
