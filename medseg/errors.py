@@ -35,3 +35,7 @@ def find_medseg_error(exc: BaseException) -> MedsegError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class ConfigError(MedsegError, ValueError):
+    """Settings that do not fit together (a network whose channels do not fit the dataset's task, ...)."""

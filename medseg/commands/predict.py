@@ -14,6 +14,7 @@ from medseg.data.predict_inputs import find_predict_cases
 from medseg.devices import resolve_device
 from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
+from medseg.inference.segment import model_task
 from medseg.io import case_output_name, check_output_dir
 from medseg.reporting import html as report
 from medseg.tasks import PRESETS
@@ -176,7 +177,7 @@ def _predict_distributed(cases: list[dict], args: argparse.Namespace) -> list[di
 
 
 def run(args: argparse.Namespace) -> int:
-    cases = find_predict_cases(args.inputs)
+    cases = find_predict_cases(args.inputs, model_task(args.ckpt).channel_names)
     out = Path(args.out)
     check_output_dir(out, cases)
     if args.devices > 1 or args.num_nodes > 1:

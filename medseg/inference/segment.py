@@ -14,6 +14,7 @@ over classes written as each class's value.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,17 @@ def available_memory(device: torch.device) -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def model_task(checkpoint: str | Path) -> Task:
+    """The task of a ``medseg fit`` checkpoint or of a model written by ``medseg export``, without building it."""
+    from medseg.inference.checkpoint import checkpoint_task
+    from medseg.inference.export import FORMATS, metadata_path
+
+    path = Path(checkpoint)
+    if path.suffix in FORMATS.values() and metadata_path(path).is_file():
+        return task_for_checkpoint(json.loads(metadata_path(path).read_text(encoding="utf-8")))
+    return checkpoint_task(path)
 
 
 class Predictor:

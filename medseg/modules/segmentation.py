@@ -24,6 +24,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from medseg.errors import ConfigError
 from medseg.losses import DiceBCELoss, DiceCELoss
 from medseg.metrics.segmentation import dice, hd95, metric_keys
 from medseg.modules.hparams import save_hparams
@@ -204,14 +205,14 @@ class SegmentationModule(pl.LightningModule):
 
 
 def check_net(net: nn.Module, task: Task) -> None:
-    """A ``ValueError`` naming the config keys when the network's channels do not fit ``task``."""
+    """A ``ConfigError`` (a ``ValueError``) naming the config key when the network's channels do not fit ``task``."""
     for attribute, wanted, what in (("in_channels", task.in_channels, "input channels"),
                                     ("out_channels", task.out_channels, "outputs")):  # fmt: skip
         found = _channels(net, attribute)
         if found is not None and found != wanted:
             kind = "one per region" if task.kind == "regions" else "background + one per class"
             detail = f"({', '.join(task.channel_names)})" if attribute == "in_channels" else f"({kind})"
-            raise ValueError(
+            raise ConfigError(
                 f"the network has {found} {what} but task {task.name} has {wanted} {detail}: "
                 f"set model.init_args.net.init_args.{attribute}: {wanted} (medseg plan writes a config that fits)"
             )
