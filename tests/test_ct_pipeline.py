@@ -69,6 +69,29 @@ def test_fit_predict_evaluate_ct(tmp_path, capsys):
         written, given = nib.load(out / source.name), nib.load(source)
         assert written.shape == given.shape and np.allclose(written.affine, given.affine)
         assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= {0, 1, 2}
+    capsys.readouterr()
+    # the label names come from the dataset.json above labelsTr/
+    assert main(["evaluate", "--pred", str(out), "--label", str(data / "labelsTr")]) in (0, 1)
+    table = capsys.readouterr().out
+    assert "liver" in table and "spleen" in table
+    header = (out / "metrics_per_case.csv").read_text().splitlines()[0]
+    assert "dice_liver" in header and "dice_spleen" in header and "hd95_spleen" in header
+
+
+@pytest.mark.slow
+def test_plan_then_fit_from_the_plan(tmp_path, capsys):
+    """``medseg plan`` writes a config ``medseg fit`` trains from as it is (only the step budget shortened)."""
+    data = write_ct_dataset(tmp_path / "data", n=3, datalist=True)
+    plan = tmp_path / "plan.yaml"
+    assert main(["plan", str(data), "--datalist", "dataset_0.json", "--out", str(plan), "--device", "cpu"]) == 0
+    run = tmp_path / "run"
+    args = ["fit", "--config", str(plan), "--trainer.max_steps", "1", "--trainer.default_root_dir", str(run),
+            "--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(run)]  # fmt: skip
+    assert main(args) == 0
+    out = tmp_path / "pred"
+    assert main(["predict", str(data / "imagesTr"), "--ckpt", str(run / "checkpoints" / "last.ckpt"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert len(list(out.glob("*.nii.gz"))) == 3
 
 
 def test_net_that_does_not_fit_the_task_is_one_clear_error(tmp_path, capsys):
