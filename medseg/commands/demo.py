@@ -1,4 +1,8 @@
-"""``medseg demo``: the whole pipeline on generated data: demo-data -> fit -> predict -> evaluate."""
+"""``medseg demo``: the whole pipeline on generated data: demo-data -> (plan ->) fit -> predict -> evaluate.
+
+``--kind mri`` (default): BraTS-style brain-tumour MRI trained with configs/swin_unetr_demo.yaml.
+``--kind ct``: abdominal CT (five organs, MSD layout) planned by ``medseg plan`` and trained from the plan.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +16,32 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "swin_unetr_demo.yaml
 TEST_START = 10_000  # held-out case numbers start here: never a training case
 
 
+CT_CASES, CT_TEST_CASES, CT_STEPS = 24, 6, 400  # what the CT demo's figures in docs/benchmarks.md used
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg demo",
-        description=(
-            "Run medseg end to end on synthetic BraTS-style data it generates itself (nothing is downloaded): "
-            "write OUT/data/train and a held-out OUT/data/test, train Swin UNETR (configs/swin_unetr_demo.yaml: "
-            "feature_size 12, roi 64), segment the held-out cases into OUT/predictions and print Dice and HD95 "
-            "per region. The default budget takes about 8 minutes on 2 CPU cores."
-        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Run medseg end to end on synthetic data it generates itself (nothing is downloaded).
+
+--kind mri (default): BraTS-style brain-tumour MRI. Writes OUT/data/train and a held-out OUT/data/test,
+  trains Swin UNETR (configs/swin_unetr_demo.yaml: feature_size 12, roi 64), segments the held-out cases
+  into OUT/predictions and prints Dice and HD95 per region (TC, WT, ET). About 5 minutes on 2 CPU cores.
+--kind ct: abdominal CT, five organs (liver, spleen, kidneys, aorta), LPS and anisotropic, MSD layout in
+  OUT/data (held-out cases in imagesTs/ + labelsTs/). Runs medseg plan (OUT/plan.yaml), trains from the
+  plan, segments the held-out cases and prints Dice and HD95 per organ. About 10 minutes on 2 CPU cores.""",
     )
+    parser.add_argument("--kind", choices=["mri", "ct"], default="mri", help="brain-tumour MRI or abdominal CT")
     parser.add_argument("--out", default="demo_run", help="working folder (default: demo_run)")
-    parser.add_argument("--cases", type=int, default=48, help="training cases to generate (default: 48)")
-    parser.add_argument("--test-cases", type=int, default=8, help="held-out cases (default: 8)")
-    parser.add_argument("--max-steps", type=int, default=None, help="training steps (default: the config's)")
+    parser.add_argument("--cases", type=int, help=f"training cases to generate (default: 48 mri, {CT_CASES} ct)")
+    parser.add_argument("--test-cases", type=int, help=f"held-out cases (default: 8 mri, {CT_TEST_CASES} ct)")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help=f"training steps (default: the config's; ct {CT_STEPS})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default: 0)")
-    parser.add_argument("--config", default=str(CONFIG), help="fit config (default: configs/swin_unetr_demo.yaml)")
+    parser.add_argument("--config", default=str(CONFIG), help="mri: fit config (default: configs/swin_unetr_demo.yaml)")
     parser.add_argument("--logger", choices=["wandb", "csv"], default="wandb", help="wandb (offline) or csv")
     parser.add_argument(
         "fit_overrides",
@@ -45,18 +59,89 @@ def _generate(root: Path, n: int, seed: int, start: int) -> None:
     generate_dataset(root, n, seed=seed, start_index=start)
 
 
+def _logger_args(args: argparse.Namespace, run_dir: Path) -> list[str]:
+    if args.logger == "csv":
+        return ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(run_dir)]
+    return ["--trainer.logger.init_args.save_dir", str(run_dir)]
+
+
+def run_ct(args: argparse.Namespace) -> int:
+    """generate (MSD layout) -> plan -> fit from the plan -> predict imagesTs -> evaluate against labelsTs."""
+    from medseg.cli import MedsegCLI
+    from medseg.commands import evaluate, plan, predict
+    from medseg.data.demo_ct import generate_ct_dataset
+
+    out = Path(args.out)
+    data, run_dir, plan_file, predictions = out / "data", out / "run", out / "plan.yaml", out / "predictions"
+    n_train, n_test = args.cases or CT_CASES, args.test_cases or CT_TEST_CASES
+    timings = {}
+
+    start = time.perf_counter()
+    if (
+        len(list((data / "labelsTr").glob("*.nii.gz"))) == n_train
+        and len(list((data / "labelsTs").glob("*.nii.gz"))) == n_test
+    ):
+        print(f"using the cases already in {data}")
+    else:
+        generate_ct_dataset(data, n_train, seed=args.seed, held_out=n_test)
+    timings["demo-data"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    steps = str(args.max_steps or CT_STEPS)
+    planned = [str(data), "--out", str(plan_file), "--device", "cpu", "--max-steps", steps, "--force"]
+    code = plan.main([*planned, "--seed", str(args.seed)])
+    timings["plan"] = time.perf_counter() - start
+    if code:
+        return code
+
+    start = time.perf_counter()
+    fit_args = ["fit", "--config", str(plan_file), "--seed_everything", str(args.seed),
+                "--trainer.default_root_dir", str(run_dir), *_logger_args(args, run_dir)]  # fmt: skip
+    fit_args += args.fit_overrides
+    MedsegCLI(args=fit_args)
+    timings["fit"] = time.perf_counter() - start
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    start = time.perf_counter()
+    code = predict.main(
+        [str(data / "imagesTs"), "--ckpt", str(ckpt), "--out", str(predictions), "--overwrite", "--report"]
+    )
+    timings["predict"] = time.perf_counter() - start
+    if code:
+        return code
+    start = time.perf_counter()
+    code = evaluate.main(["--pred", str(predictions), "--label", str(data / "labelsTs")])
+    timings["evaluate"] = time.perf_counter() - start
+    _finish(predictions, run_dir, timings, ckpt)
+    return code
+
+
+def _finish(predictions: Path, run_dir: Path, timings: dict, ckpt: Path) -> None:
+    """The report page (curves when a CSV logger ran, metrics), timings and where things are."""
+    from medseg.reporting import html as report
+
+    report_dir = predictions / "report"
+    for metrics_csv in sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"))[-1:]:  # CSV logger
+        print(f"training curves: {report.plot_curves(metrics_csv, report_dir / 'training_curves.png')}")
+    report.write_html(report_dir, metrics_summary=predictions / "metrics_summary.json")
+    print(f"report: {report_dir / 'index.html'}")
+    print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {sum(timings.values()):.0f} s")
+    print(f"checkpoint: {ckpt}\npredictions: {predictions}")
+
+
 def run(args: argparse.Namespace) -> int:
     from medseg.cli import MedsegCLI
     from medseg.commands import evaluate, predict
-    from medseg.reporting import html as report
 
+    if args.kind == "ct":
+        return run_ct(args)
     out = Path(args.out)
     train_dir, test_dir, run_dir = out / "data" / "train", out / "data" / "test", out / "run"
     timings = {}
 
     start = time.perf_counter()
-    _generate(train_dir, args.cases, args.seed, 0)
-    _generate(test_dir, args.test_cases, args.seed, TEST_START)
+    _generate(train_dir, args.cases or 48, args.seed, 0)
+    _generate(test_dir, args.test_cases or 8, args.seed, TEST_START)
     timings["demo-data"] = time.perf_counter() - start
 
     fit_args = [
@@ -66,15 +151,7 @@ def run(args: argparse.Namespace) -> int:
         "--data.init_args.data_dir", str(train_dir),
         "--trainer.default_root_dir", str(run_dir),
     ]  # fmt: skip
-    if args.logger == "csv":
-        fit_args += [
-            "--trainer.logger",
-            "pytorch_lightning.loggers.CSVLogger",
-            "--trainer.logger.save_dir",
-            str(run_dir),
-        ]
-    else:
-        fit_args += ["--trainer.logger.init_args.save_dir", str(run_dir)]
+    fit_args += _logger_args(args, run_dir)
     if args.max_steps:
         fit_args += ["--trainer.max_steps", str(args.max_steps)]
     fit_args += args.fit_overrides
@@ -94,13 +171,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     code = evaluate.main(["--pred", str(out / "predictions"), "--label", str(test_dir)])
     timings["evaluate"] = time.perf_counter() - start
-    report_dir = out / "predictions" / "report"
-    for metrics_csv in sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"))[-1:]:  # CSV logger
-        print(f"training curves: {report.plot_curves(metrics_csv, report_dir / 'training_curves.png')}")
-    report.write_html(report_dir, metrics_summary=out / "predictions" / "metrics_summary.json")
-    print(f"report: {report_dir / 'index.html'}")
-    print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {sum(timings.values()):.0f} s")
-    print(f"checkpoint: {ckpt}\npredictions: {out / 'predictions'}")
+    _finish(out / "predictions", run_dir, timings, ckpt)
     return code
 
 
