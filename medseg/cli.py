@@ -17,7 +17,7 @@ from medseg.errors import find_medseg_error
 # command -> "module:function"; each function takes argv and returns an exit code
 COMMANDS = {
     "demo": ("medseg.commands.demo:main", "generate demo data, fit, predict and evaluate, end to end"),
-    "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style MRI or abdominal CT (--kind ct) cases"),
+    "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style MRI or abdominal CT cases"),
     "predict": ("medseg.commands.predict:main", "segment scans from files with a checkpoint"),
     "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region of a prediction folder against labels"),
     "export": (

@@ -76,7 +76,7 @@ def ct_anatomy(
     """
     x, y, z = pos
     shape = (x.shape[0], y.shape[1], z.shape[2])
-    s = body["a"] / 148.0  # in-plane size of this body relative to an average one
+    s = body["a"] / 144.0  # in-plane size of this body relative to an average one (a = 144 mm)
     along = [np.clip(smooth_field(rng, (1, 1, shape[2]), (1, 1, spacing[2]), 120.0), -1.5, 1.5) for _ in "ab"]
     a = body["a"] * (1 + 0.04 * along[0])  # [1, 1, Z]
     b = body["b"] * (1 + 0.04 * along[1])
@@ -88,8 +88,10 @@ def ct_anatomy(
         surface = radius / rho * (1 + 0.025 * outline)
     depth = np.where(rho > 1e-6, surface - radius, body["a"]).astype(np.float32)  # [X, Y, Z] mm below the skin
 
-    fat_mm = rng.uniform(10, 30) * (1 + 0.25 * np.clip(smooth_field(rng, shape, spacing, 90.0), -2, 2))
-    wall_mm = fat_mm + rng.uniform(8, 14)
+    fat, muscle = rng.uniform(10, 30), rng.uniform(8, 14)  # mean thickness, mm
+    fat_mm = fat * (1 + 0.25 * np.clip(smooth_field(rng, shape, spacing, 90.0), -2, 2))  # [X, Y, Z]
+    wall_mm = fat_mm + muscle
+    room = (body["a"] - fat - muscle, body["b"] - fat - muscle)  # the abdominal cavity's semi-axes, mm
     tissue = np.zeros(shape, np.uint8)  # [X, Y, Z]
     tissue[depth >= 0] = MUSCLE  # skin
     tissue[depth >= 2.0] = FAT
@@ -110,7 +112,7 @@ def ct_anatomy(
     kidney_z = z_top - rng.uniform(115, 145)
     _spine(rng, tissue, cavity, x, y, z, spine_y, kidney_z, s)
     _ribs(rng, tissue, depth, fat_mm, wall_mm, x, y, z, kidney_z, s)
-    label = _organs(rng, tissue, cavity, (x, y, z), spacing, spine_y, z_top, kidney_z, s)
+    label = _organs(rng, tissue, cavity, (x, y, z), spacing, spine_y, z_top, kidney_z, s, room)
     return tissue, label, depth
 
 
@@ -119,7 +121,7 @@ def _lungs(rng, tissue, cavity, x, y, z, z_top, body, s) -> None:
     them, on the left."""
     half = 0.42 * body["a"]
     dome = np.where(x > 0, z_top, z_top - rng.uniform(8, 20))  # [X, 1, 1]
-    fall = 40 * ((np.abs(x) - half) / half) ** 2 + 25 * (y / body["b"]) ** 2 + 30 * np.clip(-y / body["b"], 0, 1)
+    fall = 40 * ((np.abs(x) - half) / half) ** 2 + 25 * (y / body["b"]) ** 2 + 20 * np.clip(-y / body["b"], 0, 1)
     above = cavity & (z > dome - fall)  # [X, Y, Z]
     heart = ((x + 20 * s) / (55 * s)) ** 2 + ((y - 0.35 * body["b"]) / (40 * s)) ** 2 < 1  # [X, Y, 1]
     tissue[above] = LUNG
@@ -134,7 +136,7 @@ def _spine(rng, tissue, cavity, x, y, z, spine_y, kidney_z, s) -> None:
     wx, wy = rng.uniform(20, 24) * s, rng.uniform(15, 18) * s  # vertebral body semi-axes
     canal_y = spine_y - wy - 9 * s
     for side in (-1, 1):  # paraspinal muscles (erector spinae, quadratus lumborum)
-        inside = ((x - side * 38 * s) / (40 * s)) ** 2 + ((y - canal_y + 6 * s) / (28 * s)) ** 2 < 1
+        inside = ((x - side * 32 * s) / (34 * s)) ** 2 + ((y - canal_y + 6 * s) / (26 * s)) ** 2 < 1
         tissue[cavity & inside] = MUSCLE
     psoas_r = 20 * s * np.clip((kidney_z + 40 - z) / 110, 0.15, 1)  # [1, 1, Z]
     for side in (-1, 1):
@@ -164,12 +166,13 @@ def _ribs(rng, tissue, depth, fat_mm, wall_mm, x, y, z, kidney_z, s) -> None:
     tissue[band & (u < 0.36) & ~front] = CORTICAL
 
 
-def _blob(rng, pos, centre, semi, rot, spacing, wobble=0.12, wavelength=45.0, bend=0.0, taper=0.0):
+def _blob(rng, pos, centre, semi, rot, spacing, wobble=0.12, wavelength=45.0, bend=0.0, taper=0.0, lift=0.0):
     """Normalised radius [X, Y, Z] of a deformed ellipsoid: < 1 inside (inf far outside).
 
     ``rot``'s columns are the ellipsoid's axes in world; ``bend`` curves it (a crescent, ends bent towards
-    -axis 0), ``taper`` thins axes 1 and 2 towards -axis 0 (a liver's left lobe); the surface is
-    perturbed by smooth noise of relative amplitude ``wobble``.
+    -axis 0), ``taper`` thins axes 1 and 2 towards -axis 0 and ``lift`` moves that thin part towards
+    +axis 1 (a liver's left lobe, in front); the surface is perturbed by smooth noise of relative
+    amplitude ``wobble``.
     """
     x, y, z = pos
     coords = (x[:, 0, 0], y[0, :, 0], z[0, 0, :])
@@ -187,8 +190,9 @@ def _blob(rng, pos, centre, semi, rot, spacing, wobble=0.12, wavelength=45.0, be
     u = d / np.asarray(semi, np.float32)  # [x, y, z, 3]
     u[..., 0] += bend * u[..., 1] ** 2
     if taper:
-        thin = 1 - taper * np.clip(-u[..., 0], 0, 1)
-        u[..., 1] /= thin
+        left = np.clip(-u[..., 0], 0, 1)
+        thin = 1 - taper * left
+        u[..., 1] = (u[..., 1] - lift * left) / thin
         u[..., 2] /= thin
     field = np.clip(smooth_field(rng, crop, spacing, wavelength), -2, 2)
     out[tuple(box)] = np.sqrt(np.einsum("...k,...k->...", u, u)) / (1 + wobble * field)
@@ -200,7 +204,7 @@ def _turn(angle_z: float, angle_y: float = 0.0) -> np.ndarray:
     return rotation_matrix(np.array([0.0, 0.0, 1.0]), angle_z) @ rotation_matrix(np.array([0.0, 1.0, 0.0]), angle_y)
 
 
-def _organs(rng, tissue, cavity, pos, spacing, spine_y, z_top, kidney_z, s) -> np.ndarray:
+def _organs(rng, tissue, cavity, pos, spacing, spine_y, z_top, kidney_z, s, room) -> np.ndarray:
     """Paint the five organs and the inferior vena cava into ``tissue``; return the label map [X, Y, Z].
 
     Each organ is a deformed ellipsoid or tube with its own size (+-20 %) and offset (a few cm), kept to
@@ -231,7 +235,7 @@ def _organs(rng, tissue, cavity, pos, spacing, spine_y, z_top, kidney_z, s) -> n
     # Kidneys either side of the spine, the left one higher; hilum facing anteromedially; cortex and medulla.
     size = rng.uniform(0.8, 1.2)
     for side, value in ((1, KIDNEY_R_L), (-1, KIDNEY_L_L)):
-        centre = (side * (rng.uniform(56, 70) * s), spine_y + rng.uniform(0, 14) * s,
+        centre = (side * (rng.uniform(48, 60) * s), spine_y + rng.uniform(0, 14) * s,
                   kidney_z + (rng.uniform(5, 20) if side < 0 else 0))  # fmt: skip
         semi = np.array([26 * s, 23 * s, 52.0]) * size * rng.uniform(0.92, 1.08, 3)
         # turned so that the hilum faces anteromedially and the upper pole leans medially
@@ -239,16 +243,17 @@ def _organs(rng, tissue, cavity, pos, spacing, spine_y, z_top, kidney_z, s) -> n
         r = _blob(rng, pos, centre, semi, rot, spacing, wobble=0.06)
         medial = -side * ((x - centre[0]) * rot[0, 0] + (y - centre[1]) * rot[1, 0])  # [X, Y, 1] mm to the hilum
         notch = (medial > 0.45 * semi[0]) & (np.abs(z - centre[2]) < 0.35 * semi[2])  # the hilum's sinus fat
-        fat = soft & ~taken & (r < 1.35)
+        fat = soft & ~taken & (r < 1.25)
         kidney = fat & (r < 1) & ~notch
         tissue[fat], tissue[kidney], label[kidney] = FAT, CORTEX, value
         tissue[kidney & (r < 0.7)] = MEDULLA
         taken |= _grow(fat)
 
-    # Spleen: a crescent along the left posterolateral wall under the left dome.
+    # Spleen: a crescent along the left posterolateral wall under the left dome; sized to the cavity.
+    ca, cb = room
     size = rng.uniform(0.8, 1.2)
-    centre = (-rng.uniform(64, 80) * s, -rng.uniform(15, 35) * s, z_top - rng.uniform(40, 65))
-    semi = np.array([20 * s, 50 * s, 48.0]) * size * rng.uniform(0.92, 1.08, 3)
+    centre = (-rng.uniform(0.6, 0.72) * ca, -rng.uniform(0.0, 0.25) * cb, z_top - rng.uniform(50, 70))
+    semi = np.array([0.19 * ca, 0.46 * ca, 50.0]) * size * rng.uniform(0.92, 1.08, 3)
     rot = _turn(np.arctan2(centre[1], centre[0]) + np.deg2rad(rng.uniform(-10, 10)), np.deg2rad(rng.uniform(-10, 10)))
     spleen = soft & ~taken & (_blob(rng, pos, centre, semi, rot, spacing, bend=0.5) < 1)
     tissue[spleen], label[spleen] = SPLEEN, SPLEEN_L
@@ -256,10 +261,10 @@ def _organs(rng, tissue, cavity, pos, spacing, spine_y, z_top, kidney_z, s) -> n
 
     # Liver: right upper abdomen under the right dome, thinning into a left lobe across the midline.
     size = rng.uniform(0.8, 1.2)
-    centre = (rng.uniform(35, 55) * s, rng.uniform(-10, 15) * s, z_top - rng.uniform(55, 70))
-    semi = np.array([88 * s, 80 * s, 75.0]) * size * rng.uniform(0.92, 1.08, 3)
+    centre = (rng.uniform(0.27, 0.39) * ca, rng.uniform(0.05, 0.25) * cb, z_top - rng.uniform(70, 85))
+    semi = np.array([0.7 * ca, 0.75 * cb, 85.0]) * size * rng.uniform(0.92, 1.08, 3)
     rot = _turn(np.deg2rad(rng.uniform(-10, 10)), np.deg2rad(rng.uniform(-8, 8)))
-    liver = soft & ~taken & (_blob(rng, pos, centre, semi, rot, spacing, wobble=0.08, taper=0.55) < 1)
+    liver = soft & ~taken & (_blob(rng, pos, centre, semi, rot, spacing, wobble=0.08, taper=0.5, lift=0.45) < 1)
     liver = _largest_part(liver)
     tissue[liver], label[liver] = LIVER, LIVER_L
     return label

@@ -97,7 +97,7 @@ def test_every_case_has_five_organs_liver_largest(cases):
         ml = np.bincount(case.label.ravel(), minlength=6) * np.prod(case.spacing) / 1000
         assert set(np.unique(case.label)) == set(range(6)), case.case_id
         assert ml[1] == ml[1:].max()
-        assert 500 < ml[1] < 2500 and 20 < ml[2] < 600 and 30 < ml[5] < 250
+        assert 250 < ml[1] < 2500 and 20 < ml[2] < 600 and 30 < ml[5] < 250
         assert 40 < ml[3] < 300 and 40 < ml[4] < 300
         organs = case.label > 0
         assert np.isin(case.tissue[organs], (anat.LIVER, anat.SPLEEN, anat.CORTEX, anat.MEDULLA, anat.AORTA)).all()
