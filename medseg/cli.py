@@ -17,7 +17,7 @@ from medseg.errors import find_medseg_error
 # command -> "module:function"; each function takes argv and returns an exit code
 COMMANDS = {
     "demo": ("medseg.commands.demo:main", "generate demo data, fit, predict and evaluate, end to end"),
-    "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style cases (BraTS 2021 layout)"),
+    "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style MRI or abdominal CT cases"),
     "plan": ("medseg.commands.plan:main", "measure a dataset and write a training config sized for it"),
     "predict": ("medseg.commands.predict:main", "segment scans from files with a checkpoint"),
     "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region or class of predictions against labels"),

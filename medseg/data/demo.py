@@ -184,13 +184,21 @@ def write_case(case: DemoCase, root: str | os.PathLike, layout: str = "brats2021
         label[case.label == value] = target.labels[name]
     arrays = {**{m: case.images[m].astype(np.float32) for m in MODALITIES}, "label": label}
     for key, array in arrays.items():
-        img = nib.Nifti1Image(array, case.affine)
-        img.set_qform(case.affine, code=1)
-        img.set_sform(case.affine, code=1)
-        img.header.set_xyzt_units("mm")
-        data = gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)  # fixed mtime: same case, same bytes
-        write_atomic(folder / f"{case.case_id}{spec['sep']}{spec['files'][key]}.nii.gz", data)
+        write_nifti(folder / f"{case.case_id}{spec['sep']}{spec['files'][key]}.nii.gz", array, case.affine)
     return folder
+
+
+def write_nifti(target: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
+    """Write ``array`` [X, Y, Z] (its own dtype) with ``affine`` (qform = sform, code 1, mm) as ``.nii.gz``.
+
+    Atomic (``medseg.io.write_atomic``) and reproducible: gzip'd with a fixed timestamp, so the same array
+    gives the same bytes. Returns ``target``.
+    """
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    return write_atomic(target, gzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
 
 
 def generate_dataset(
@@ -271,5 +279,7 @@ def _layout(layout: str) -> dict:
 
 
 def holds_cases(folder: Path) -> bool:
-    """Whether ``folder`` already holds NIfTI cases or a demo_truth.json."""
-    return (folder / "demo_truth.json").exists() or any(folder.glob("*/*.nii*"))
+    """Whether ``folder`` already holds NIfTI cases (``*/*.nii*``: case folders, ``imagesTr/``, ...) or a
+    demo's metadata file (``demo_truth.json``, or ``dataset.json`` / ``dataset_0.json`` of the CT demo)."""
+    names = ("demo_truth.json", "dataset.json", "dataset_0.json")
+    return any((folder / name).exists() for name in names) or any(folder.glob("*/*.nii*"))
