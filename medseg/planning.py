@@ -9,11 +9,13 @@ spacing is along R, A, S (the datamodule reorients to RAS before it resamples).
   ``pixdim`` is None (no resampling) when every case is within 1 % of the target already.
 - Median shape: the foreground box (CT body above -500 HU, MR non-zero: what the transforms crop to) of
   each case at the target spacing; the median per axis.
-- ``roi_size``: each side the median shape rounded up to a multiple of 32 (Swin UNETR's divisor), at least
-  64 (the smallest patch it trains on), then while the roi holds more voxels than the device's budget,
-  the side largest relative to the median shape shrinks by 32 (nnU-Net's patch rule). Budgets: CPU 64^3
-  (step time, not memory, is the limit there: 64^3 at feature_size 12 is what the CPU demo trains in
-  minutes); GPU 128^3 at 24 GiB or more, scaled with memory below that, never under 64^3.
+- ``roi_size``: each side the median shape rounded to the nearest multiple of 32 (Swin UNETR's divisor;
+  at least 32, and at least one side 64: an all-32 patch leaves the deepest stage 1x1x1, which instance
+  norm refuses), so a thin axis (44 slices) is not padded to twice its size; then while the roi holds
+  more voxels than the device's budget, the side largest relative to the median shape shrinks by 32
+  (nnU-Net's patch rule). Budgets: CPU 64^3 (step time, not memory, is the limit there: 64^3 at
+  feature_size 12 is what the CPU demo trains in minutes); GPU 128^3 at 24 GiB or more, scaled with
+  memory below that, never under 64^3.
 - Batch 1; 2 on a GPU of 40 GiB or more. ``feature_size`` 12 on CPU, 48 on GPU (gradient checkpointing on).
 - Steps: ``max_steps`` or 400 (CPU) / 25,000 (GPU). AdamW with warm-up and cosine decay; lr 5e-3 on CPU
   (configs/swin_unetr_demo.yaml: a short budget), 1e-4 on GPU (MONAI's Swin UNETR recipes,
@@ -47,7 +49,7 @@ from medseg.tasks import Task
 
 ANISOTROPY = 3.0  # coarsest / finest median spacing above which the coarse axis is planned from its 10th percentile
 SPACING_TOLERANCE = 0.01  # cases within 1 % of the target spacing are not resampled
-DIVISOR, MIN_SIDE = 32, 64  # Swin UNETR: sides multiples of 32, 64 the smallest that trains
+DIVISOR, MIN_SIDE = 32, 64  # Swin UNETR: sides multiples of 32; one side at least 64 for training
 CPU_VOXELS = 64**3
 GPU_VOXELS, GPU_REFERENCE_GIB, DEFAULT_GPU_GIB = 128**3, 24.0, 24.0
 BATCH_2_GIB = 40.0
@@ -93,15 +95,18 @@ def voxel_budget(device: str, memory_gib: float | None = None) -> int:
 
 
 def plan_roi_size(median_shape: Sequence[float], device: str, memory_gib: float | None = None) -> tuple[int, int, int]:
-    """Training crop and sliding-window size (module docstring): multiples of 32, at least 64, within budget."""
-    roi = [max(MIN_SIDE, DIVISOR * math.ceil(s / DIVISOR)) for s in median_shape]
+    """Training crop and sliding-window size (module docstring): multiples of 32 near the median shape, one
+    side at least 64, within the device's voxel budget."""
+    roi = [max(DIVISOR, DIVISOR * round(s / DIVISOR)) for s in median_shape]
     budget = voxel_budget(device, memory_gib)
     while math.prod(roi) > budget:
-        shrinkable = [a for a in range(3) if roi[a] > MIN_SIDE]
+        shrinkable = [a for a in range(3) if roi[a] > DIVISOR and (roi[a] > MIN_SIDE or sorted(roi)[-2] >= MIN_SIDE)]
         if not shrinkable:
             break
         axis = max(shrinkable, key=lambda a: (roi[a] / max(median_shape[a], 1.0), roi[a]))
         roi[axis] -= DIVISOR
+    if max(roi) < MIN_SIDE:
+        roi[int(max(range(3), key=lambda a: median_shape[a]))] = MIN_SIDE
     return tuple(roi)
 
 

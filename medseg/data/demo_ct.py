@@ -39,7 +39,7 @@ from medseg.io import write_atomic
 PHASES = ("non_contrast", "arterial", "portal_venous")
 CT_LAYOUTS = ("msd", "btcv")
 LABELS = {"0": "background", **{str(i): name for i, name in enumerate(anat.ORGANS, start=1)}}
-CASE_ID = "ct_{index:04d}"
+CASE_ID = "abdomen_{index:03d}"  # not <case>_0000: that is nnU-Net channel naming
 
 # A case's mean HU per tissue, drawn uniformly from (low, high) for its phase:
 # (non-contrast, arterial, portal venous). Tissues missing here are air (-1000).

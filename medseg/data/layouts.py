@@ -114,7 +114,11 @@ def _detect_from_dataset_json(root: Path) -> str:
     if "channel_names" in meta:
         return "nnunet"
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
-        # nnU-Net v1 also names channels under "modality", but splits them into <case>_0000 files
+        # nnU-Net v1 also names channels under "modality", but splits them into <case>_0000 files; its
+        # "training" list names images that do not exist as such, MSD's names the files themselves
+        listed = [e.get("image") for e in meta.get("training") or [] if isinstance(e, dict)]
+        if listed and all(isinstance(p, str) and (root / p).is_file() for p in listed):
+            return "msd"
         return "nnunet" if _nnunet_files(root)[0] else "msd"
     if any(isinstance(meta.get(s), list) for s in _DATALIST_SECTIONS):
         return "datalist"
