@@ -52,3 +52,13 @@ def test_html_brats_columns_unchanged(tmp_path, with_task):
     assert "<th>region</th>" in page
     metric_rows = [line.split("</td>")[0] for line in page.splitlines() if line.startswith("<tr><td>")][:4]
     assert metric_rows == ["<tr><td>TC", "<tr><td>WT", "<tr><td>ET", "<tr><td>mean"]
+
+
+def test_legend_names_each_output_in_its_overlay_colour():
+    from medseg.reporting.html import legend
+    from medseg.reporting.overlays import COLOURS, PALETTE
+
+    assert legend(("TC", "WT", "ET")) == [
+        ("whole tumour (edema)", COLOURS["WT"]), ("tumour core", COLOURS["TC"]), ("enhancing tumour", COLOURS["ET"])
+    ]  # fmt: skip
+    assert legend(("liver", "spleen")) == [("liver", PALETTE[0]), ("spleen", PALETTE[1])]

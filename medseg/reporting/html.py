@@ -30,6 +30,13 @@ from medseg.tasks import Task
 LEGEND = {"WT": "whole tumour (edema)", "TC": "tumour core", "ET": "enhancing tumour"}
 
 
+def legend(names) -> list[tuple[str, tuple[float, float, float]]]:
+    """(text, colour) per output as the overlays paint it: the BraTS regions outermost first, else in order."""
+    palette = colours(names)
+    shown = ("WT", "TC", "ET") if tuple(names) == REGIONS else tuple(names)
+    return [(LEGEND.get(n, n), palette[n]) for n in shown]
+
+
 def save_overlay(image, pred, path: str | Path, title: str = "", label=None, names=REGIONS) -> Path:
     """image [C, X, Y, Z] (RAS), pred / label [N, X, Y, Z] masks named ``names`` (default TC, WT, ET) -> PNG."""
     grid = overlay_grid(image, label, pred, names=names)  # [rows*H, 3*W, 3] uint8
@@ -37,15 +44,12 @@ def save_overlay(image, pred, path: str | Path, title: str = "", label=None, nam
     fig, ax = plt.subplots(figsize=(9, 3.2 * rows), dpi=100)
     ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
-    names = ["axial", "coronal", "sagittal"]
     width = grid.shape[1] / 3
-    for i, name in enumerate(names):
+    for i, name in enumerate(("axial", "coronal", "sagittal")):
         ax.text((i + 0.5) * width, -4, name, ha="center", va="bottom", fontsize=9)
     for r, name in enumerate(["truth", "prediction"][-rows:]):
         ax.text(-6, (r + 0.5) * grid.shape[0] / rows, name, ha="right", va="center", rotation=90, fontsize=9)
-    palette = colours(names)
-    shown = ("WT", "TC", "ET") if tuple(names) == REGIONS else tuple(names)
-    handles = [Patch(color=palette[r], label=LEGEND.get(r, r)) for r in shown]
+    handles = [Patch(color=colour, label=text) for text, colour in legend(names)]
     ncol = min(len(handles), 6)
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10, pad=16)
