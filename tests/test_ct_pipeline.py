@@ -85,8 +85,8 @@ def test_plan_then_fit_from_the_plan(tmp_path, capsys):
     plan = tmp_path / "plan.yaml"
     assert main(["plan", str(data), "--datalist", "dataset_0.json", "--out", str(plan), "--device", "cpu"]) == 0
     run = tmp_path / "run"
-    args = ["fit", "--config", str(plan), "--trainer.max_steps", "1", "--trainer.default_root_dir", str(run),
-            "--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(run)]  # fmt: skip
+    logger = ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(run)]
+    args = ["fit", "--config", str(plan), "--trainer.max_steps", "1", "--trainer.default_root_dir", str(run), *logger]
     assert main(args) == 0
     out = tmp_path / "pred"
     assert main(["predict", str(data / "imagesTr"), "--ckpt", str(run / "checkpoints" / "last.ckpt"),
