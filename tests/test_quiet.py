@@ -80,14 +80,18 @@ def test_args_with_a_command_line_does_not_warn(monkeypatch, tmp_path):
     assert not [str(w.message) for w in caught if "args parameter" in str(w.message)]
 
 
+CT_NET = [*TINY_NET[:3], "1", TINY_NET[4], "6", *TINY_NET[6:]]  # one CT channel in; background + 5 organs out
+
+
 @pytest.mark.slow
-def test_demo_prints_results_not_noise(tmp_path):
+@pytest.mark.parametrize("kind", ["mri", "ct"])
+def test_demo_prints_results_not_noise(tmp_path, kind):
     env = {**os.environ, "WANDB_SILENT": "false", "WANDB_MODE": "offline", "PYTHONWARNINGS": ""}
     out = tmp_path / "demo"
     command = [
-        sys.executable, "-m", "medseg.cli", "demo", "--out", str(out), "--cases", "2", "--test-cases", "1",
-        "--max-steps", "2", "--",
-        *TINY_NET,
+        sys.executable, "-m", "medseg.cli", "demo", "--kind", kind, "--out", str(out), "--cases", "2",
+        "--test-cases", "1", "--max-steps", "2", "--",
+        *(TINY_NET if kind == "mri" else CT_NET),
         "--data.init_args.roi_size", "[32, 32, 32]", "--model.init_args.roi_size", "[32, 32, 32]",
         "--trainer.log_every_n_steps", "1",
     ]  # fmt: skip
@@ -97,7 +101,10 @@ def test_demo_prints_results_not_noise(tmp_path):
     text = done.stdout + done.stderr
     assert done.returncode == 0, text
     assert "Tracking run with wandb" in text  # the wandb logger ran (its warnings were not merely silent)
-    assert "region  Dice mean" in text and "WT" in done.stdout
+    if kind == "mri":
+        assert "region  Dice mean" in text and "WT" in done.stdout
+    else:  # planned, trained from the plan, scored by organ name
+        assert "wrote " in text and "plan.yaml" in text and "class " in done.stdout and "kidney_left" in done.stdout
     for message in SILENCED:
         assert message not in text, f"{message!r} in:\n{text}"
     assert "wandb: WARNING" not in text, text

@@ -46,8 +46,8 @@ Case i is drawn from (--seed, i) alone, so a held-out set made with another --st
 layouts:
   brats2021  (mri) OUT/BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair,seg}.nii.gz, labels 1/2/4
   brats2023  (mri) OUT/BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f,seg}.nii.gz, labels 1/2/3
-  msd        (ct)  OUT/dataset.json (Medical Segmentation Decathlon), OUT/imagesTr/ct_0000.nii.gz,
-                   OUT/labelsTr/ct_0000.nii.gz
+  msd        (ct)  OUT/dataset.json (Medical Segmentation Decathlon), OUT/imagesTr/abdomen_000.nii.gz,
+                   OUT/labelsTr/abdomen_000.nii.gz
   btcv       (ct)  the same files with OUT/dataset_0.json (MONAI's BTCV datalist), about 20 % of the
                    training cases listed under "validation"
 

@@ -15,7 +15,7 @@ Nothing is downloaded; a case is drawn from a seed in a fraction of a second, sm
   mm, nibabel's convention) +x is the patient's Right: the liver's centroid has world x > 0 (right of
   the body's midline), the spleen's x < 0.
 
-:func:`generate_ct_dataset` writes ``imagesTr/ct_0000.nii.gz`` (int16 HU) and ``labelsTr/ct_0000.nii.gz``
+:func:`generate_ct_dataset` writes ``imagesTr/abdomen_000.nii.gz`` (int16 HU) and ``labelsTr/abdomen_000.nii.gz``
 (uint8) with an MSD ``dataset.json`` or a MONAI BTCV-style ``dataset_0.json``.
 """
 
@@ -74,7 +74,7 @@ class CTCase:
     """One synthetic CT case.
 
     Attributes:
-        case_id: file stem, e.g. ``ct_0003``.
+        case_id: file stem, e.g. ``abdomen_003``.
         image: int16 [X, Y, Z], Hounsfield units, -1000 in the air around the body.
         label: uint8 [X, Y, Z], 0 background, 1 liver, 2 spleen, 3 right kidney, 4 left kidney, 5 aorta.
         affine: float64 [4, 4], voxel index -> world RAS mm (nibabel convention), ``diag(-sx, -sy, sz)``.
@@ -185,15 +185,15 @@ def generate_ct_dataset(
     """Write ``n_cases`` training cases numbered from ``start_index``, then ``held_out`` more; return the
     image paths (training first).
 
-    Case ``i`` (id ``ct_{i:04d}``) is drawn from the seed ``(seed, i)`` alone, so a held-out set made with
+    Case ``i`` (id ``abdomen_{i:03d}``) is drawn from the seed ``(seed, i)`` alone, so a held-out set made with
     another ``start_index`` never repeats a training case, and case ``i`` is the same whatever ``n_cases``.
     Training cases go to ``imagesTr/`` + ``labelsTr/``, held-out ones (indices ``start_index + n_cases``
     onwards) to ``imagesTs/`` + ``labelsTs/``. Then the datalist is rewritten from what those folders hold
     (so cases a previous run left there stay listed):
 
     - ``msd``: ``dataset.json`` (Medical Segmentation Decathlon): ``name``, ``modality`` ``{"0": "CT"}``,
-      ``labels``, ``numTraining``, ``training`` ``[{"image": "./imagesTr/ct_0000.nii.gz", "label":
-      "./labelsTr/ct_0000.nii.gz"}, ...]`` and ``test`` (image paths under ``./imagesTs/``);
+      ``labels``, ``numTraining``, ``training`` ``[{"image": "./imagesTr/abdomen_000.nii.gz", "label":
+      "./labelsTr/abdomen_000.nii.gz"}, ...]`` and ``test`` (image paths under ``./imagesTs/``);
     - ``btcv``: ``dataset_0.json`` (MONAI's BTCV datalist): the same keys with paths without ``./``, and
       about 20 % of the training cases (at least one when there are two or more) moved to ``validation``.
 

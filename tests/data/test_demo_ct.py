@@ -18,7 +18,7 @@ ORGAN = {name: value for value, name in enumerate(anat.ORGANS, start=1)}
 
 @pytest.fixture(scope="module")
 def cases():
-    return [generate_ct_case(f"ct_{i:04d}", seed=(0, i)) for i in range(3)]
+    return [generate_ct_case(f"abdomen_{i:03d}", seed=(0, i)) for i in range(3)]
 
 
 def _world_centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_msd_layout_and_held_out_cases(tmp_path):
     out = tmp_path / "msd"
     images = generate_ct_dataset(out, 2, seed=0, held_out=1)
     assert [p.relative_to(out).as_posix() for p in images] == [
-        "imagesTr/ct_0000.nii.gz", "imagesTr/ct_0001.nii.gz", "imagesTs/ct_0002.nii.gz"
+        "imagesTr/abdomen_000.nii.gz", "imagesTr/abdomen_001.nii.gz", "imagesTs/abdomen_002.nii.gz"
     ]  # fmt: skip
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["name"] == "DemoAbdomenCT" and meta["modality"] == {"0": "CT"}
@@ -134,23 +134,23 @@ def test_msd_layout_and_held_out_cases(tmp_path):
         "0": "background", "1": "liver", "2": "spleen", "3": "kidney_right", "4": "kidney_left", "5": "aorta"
     }  # fmt: skip
     assert meta["numTraining"] == 2
-    assert meta["training"][0] == {"image": "./imagesTr/ct_0000.nii.gz", "label": "./labelsTr/ct_0000.nii.gz"}
-    assert meta["test"] == ["./imagesTs/ct_0002.nii.gz"]
+    assert meta["training"][0] == {"image": "./imagesTr/abdomen_000.nii.gz", "label": "./labelsTr/abdomen_000.nii.gz"}
+    assert meta["test"] == ["./imagesTs/abdomen_002.nii.gz"]
     for entry in meta["training"]:
         assert (out / entry["image"]).is_file() and (out / entry["label"]).is_file()
-    assert (out / "labelsTs" / "ct_0002.nii.gz").is_file() and not (out / "dataset_0.json").exists()
+    assert (out / "labelsTs" / "abdomen_002.nii.gz").is_file() and not (out / "dataset_0.json").exists()
 
-    img = nib.load(out / "imagesTr" / "ct_0001.nii.gz")
-    case = generate_ct_case("ct_0001", seed=(0, 1))
+    img = nib.load(out / "imagesTr" / "abdomen_001.nii.gz")
+    case = generate_ct_case("abdomen_001", seed=(0, 1))
     assert img.get_data_dtype() == np.int16 and nib.aff2axcodes(img.affine) == ("L", "P", "S")
     np.testing.assert_array_equal(np.asarray(img.dataobj), case.image)
     np.testing.assert_allclose(img.affine, case.affine, atol=1e-4)
-    assert nib.load(out / "labelsTs" / "ct_0002.nii.gz").get_data_dtype() == np.uint8
+    assert nib.load(out / "labelsTs" / "abdomen_002.nii.gz").get_data_dtype() == np.uint8
 
-    # a case depends on (seed, index) alone: held-out ct_0002 is training case ct_0002 of another run
+    # a case depends on (seed, index) alone: held-out abdomen_002 is training case abdomen_002 of another run
     generate_ct_dataset(tmp_path / "other", 1, seed=0, start_index=2)
-    other = tmp_path / "other" / "imagesTr" / "ct_0002.nii.gz"
-    assert other.read_bytes() == (out / "imagesTs" / "ct_0002.nii.gz").read_bytes()
+    other = tmp_path / "other" / "imagesTr" / "abdomen_002.nii.gz"
+    assert other.read_bytes() == (out / "imagesTs" / "abdomen_002.nii.gz").read_bytes()
 
 
 def test_btcv_layout_moves_a_validation_split(tmp_path):
@@ -164,7 +164,7 @@ def test_btcv_layout_moves_a_validation_split(tmp_path):
     for entry in meta["training"] + meta["validation"]:
         assert entry["image"].startswith("imagesTr/") and entry["label"].startswith("labelsTr/")
         assert (tmp_path / entry["image"]).is_file() and (tmp_path / entry["label"]).is_file()
-    assert meta["test"] == ["imagesTs/ct_0003.nii.gz"] and (tmp_path / meta["test"][0]).is_file()
+    assert meta["test"] == ["imagesTs/abdomen_003.nii.gz"] and (tmp_path / meta["test"][0]).is_file()
     with pytest.raises(ValueError, match="layout"):
         generate_ct_dataset(tmp_path, 1, layout="brats2021")
 
