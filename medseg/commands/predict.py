@@ -177,13 +177,15 @@ def _predict_distributed(cases: list[dict], args: argparse.Namespace) -> list[di
 
 
 def run(args: argparse.Namespace) -> int:
-    cases = find_predict_cases(args.inputs, model_task(args.ckpt).channel_names)
     out = Path(args.out)
-    check_output_dir(out, cases)
-    if args.devices > 1 or args.num_nodes > 1:
+    if args.devices > 1 or args.num_nodes > 1:  # each process loads the model; here only its task is read
+        cases = find_predict_cases(args.inputs, model_task(args.ckpt).channel_names)
+        check_output_dir(out, cases)
         outcomes = _predict_distributed(cases, args)
     else:
         predictor = _predictor(args)
+        cases = find_predict_cases(args.inputs, predictor.task.channel_names)  # the channels the model takes
+        check_output_dir(out, cases)
         outcomes = [
             predict_one(predictor, case, args) for case in tqdm(cases, desc="predict", unit="case", disable=None)
         ]

@@ -169,7 +169,7 @@ class CaseDataModule(pl.LightningDataModule):
 
     def _measure_channels(self) -> None:
         """CT channels without a window get nnU-Net's dataset statistics, measured on the training cases."""
-        if any(c.needs_statistics for c in self.index.task.channels):
+        if self.index is not None and any(c.needs_statistics for c in self.index.task.channels):
             from medseg.data.fingerprint import measure_ct_channels
 
             self.index.task = measure_ct_channels(self.splits["train"], self.index.task, seed=self.hparams.seed)
