@@ -99,3 +99,20 @@ def test_net_that_does_not_fit_the_task_is_one_clear_error(tmp_path, capsys):
     code = main([*fit_args(data, tmp_path / "run"), "--model.init_args.net.out_channels", "4"])
     err = capsys.readouterr().err
     assert code == 1 and "4 outputs but task TinyAbdomen has 3" in err and "out_channels: 3" in err
+
+
+def test_unetr_and_swin_unetr_take_any_channel_count():
+    from medseg.modules.segmentation import SegmentationModule
+    from medseg.nets import SwinUNETR
+    from medseg.nets.unetr import UNETR
+    from medseg.tasks import get_task
+
+    task = get_task({"name": "two", "channels": ["CT", "PET"], "labels": {"a": 1, "b": 2, "c": 3}})
+    unetr = UNETR(in_channels=2, out_channels=4, img_size=(32, 32, 32), hidden_size=48, mlp_dim=48, num_heads=4)
+    swin = SwinUNETR(in_channels=2, out_channels=4, feature_size=12)
+    for net, roi in ((unetr, (32, 32, 32)), (swin, (64, 64, 32))):
+        module = SegmentationModule(net, roi_size=roi)
+        module.set_task(task)
+        with torch.no_grad():
+            logits = module(torch.zeros(1, 2, *roi))
+        assert logits.shape == (1, 4, *roi) and module.masks(logits).shape == (1, 3, *roi)
