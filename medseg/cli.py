@@ -19,6 +19,7 @@ COMMANDS = {
     "demo": ("medseg.commands.demo:main", "generate demo data, fit, predict and evaluate, end to end"),
     "demo-data": ("medseg.commands.demo_data:main", "write synthetic BraTS-style MRI or abdominal CT cases"),
     "plan": ("medseg.commands.plan:main", "measure a dataset and write a training config sized for it"),
+    "cv": ("medseg.commands.cv:main", "k-fold cross-validation: a fit per fold, out-of-fold predictions, scores"),
     "predict": ("medseg.commands.predict:main", "segment scans from files with a checkpoint"),
     "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region or class of predictions against labels"),
     "export": (

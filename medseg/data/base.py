@@ -54,6 +54,16 @@ def seeded_split(cases: list[dict], val_fraction: float, seed: int) -> dict[str,
     return {"train": shuffled[n_val:], "val": shuffled[:n_val]}
 
 
+def kfold_assignment(cases: list[dict], n_folds: int, seed: int) -> dict[str, int]:
+    """Case id -> fold (0 to ``n_folds`` - 1): cases sorted by id, shuffled with ``seed``, dealt round-robin,
+    so folds differ in size by at most one and depend on the ids and the seed alone."""
+    if n_folds < 2 or n_folds > len(cases):
+        raise LayoutError(f"{n_folds} folds need at least {max(n_folds, 2)} labelled cases; found {len(cases)}")
+    shuffled = sorted(c["case_id"] for c in cases)
+    random.Random(seed).shuffle(shuffled)
+    return {case_id: i % n_folds for i, case_id in enumerate(shuffled)}
+
+
 class StepSeededSampler(Sampler[tuple[int, int]]):
     """The training stream as a function of the step: item ``c`` (``c = global_step x batch_size +
     position``) is case ``perm_e[c % n]`` of epoch ``e = c // n``, shuffled with ``seed + e``.
@@ -183,8 +193,17 @@ class CaseDataModule(pl.LightningDataModule):
         return labelled
 
     def _split(self, cases: list[dict]) -> dict[str, list[dict]]:
-        """``fold`` of the datalist validates, if given; else a seeded ``val_fraction`` of ``cases``."""
-        fold = self.hparams.get("fold")
+        """``fold`` of ``n_folds`` seeded folds validates when ``n_folds`` is set; else ``fold`` of the
+        datalist's own folds; else a seeded ``val_fraction`` of ``cases``."""
+        fold, n_folds = self.hparams.get("fold"), self.hparams.get("n_folds")
+        if n_folds:
+            if fold is None or not 0 <= fold < n_folds:
+                raise LayoutError(f"data.fold must be 0 to {n_folds - 1} with data.n_folds {n_folds}, got {fold}")
+            assigned = kfold_assignment(cases, n_folds, self.hparams.seed)
+            return {
+                "train": [c for c in cases if assigned[c["case_id"]] != fold],
+                "val": [c for c in cases if assigned[c["case_id"]] == fold],
+            }
         if fold is None:
             return seeded_split(cases, self.hparams.val_fraction, self.hparams.seed)
         folds = self.index.folds()

@@ -36,6 +36,7 @@ class SegmentationDataModule(CaseDataModule):
         task: str | dict[str, Any] | None = None,
         datalist: str | None = None,
         fold: int | None = None,
+        n_folds: int | None = None,
         val_fraction: float = 0.2,
         test_dir: str | None = None,
         roi_size: tuple[int, int, int] = (96, 96, 96),
@@ -58,7 +59,10 @@ class SegmentationDataModule(CaseDataModule):
                 ``classes``); by default the layout's preset or the task its dataset.json describes. CT
                 channels without a ``window`` get nnU-Net's statistics from the training cases.
             datalist: a MONAI-style datalist JSON whose paths are relative to ``data_dir``.
-            fold: validate on this fold of the datalist; without folds, a seeded ``val_fraction`` split.
+            fold: validate on this fold: of ``n_folds`` seeded folds when that is set (``medseg cv``), else of
+                the datalist's own ``fold`` entries; without either, a seeded ``val_fraction`` split.
+            n_folds: split the labelled cases into this many folds, deterministic from the case ids and
+                ``seed`` (``medseg.data.base.kfold_assignment``); ``fold`` picks the one that validates.
             val_fraction: share of cases held out for validation when no fold is given (0: none).
             test_dir: a second dataset (any layout) used by ``medseg test``.
             roi_size: training crop size [X, Y, Z]; Swin UNETR needs multiples of 32.
