@@ -1,16 +1,22 @@
 """Lesion-wise Dice and HD95 (medseg.metrics.lesion) against panoptica called directly, an independent
-brute-force implementation and hand-computed cases."""
+brute-force implementation and hand-computed cases; ``medseg evaluate --lesion-wise`` end to end."""
 
 from __future__ import annotations
+
+import csv
+import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import save as save_nifti
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
+from medseg.cli import main as medseg_main
 from medseg.metrics.lesion import LESION_HD95_PENALTY_MM, lesion_metrics, lesion_scores
 from medseg.metrics.segmentation import hd95
+from medseg.tasks import get_task
 
 PENALTY = LESION_HD95_PENALTY_MM
 SHAPE = (26, 22, 16)
@@ -181,3 +187,57 @@ def test_lesion_metrics_keys_and_means():
     assert (out["lesions_fp_liver"], out["lesions_fp_left_kidney"]) == (3, 0)
     with pytest.raises(ValueError, match="expected masks"):
         lesion_metrics(pred[None], label[None], names=["a", "b"])
+
+
+def brats2023_case(found_second: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Label: lesion 1 an enhancing 2x2x2 core (3) in a 4x4x4 edema block (2); lesion 2 a 3x3x3 edema block.
+    Prediction: lesion 1 exact; lesion 2 exact or missed (then an edema speck elsewhere: a false positive)."""
+    label = np.zeros((16, 12, 10), np.uint8)
+    box(label, (1, 1, 1), (5, 5, 5), 2), box(label, (2, 2, 2), (4, 4, 4), 3), box(label, (9, 6, 5), (12, 9, 8), 2)
+    pred = label.copy()
+    if not found_second:
+        pred[9:12, 6:9, 5:8] = 0
+        pred[14, 10, 8] = 2
+    return pred, label
+
+
+def test_cli_lesion_wise_end_to_end(tmp_path, capsys):
+    for case, found in (("case_a", False), ("case_b", True)):
+        pred, label = brats2023_case(found)
+        save_nifti(tmp_path / "labels" / f"{case}.nii.gz", label, np.diag([1.0, 1.0, 1.5, 1.0]))
+        save_nifti(tmp_path / "preds" / f"{case}.nii.gz", pred, np.diag([1.0, 1.0, 1.5, 1.0]))
+    base = ["evaluate", "--pred", str(tmp_path / "preds"), "--label", str(tmp_path / "labels"), "--convention"]
+    assert medseg_main([*base, "brats2023", "--lesion-wise"]) == 0
+    out = capsys.readouterr().out
+    assert "lesion Dice mean ± std" in out and "lesion HD95 (mm) mean ± std" in out
+    assert "lesions found/missed/false positive over 2 cases: TC 2/0/0, WT 3/1/1, ET 2/0/0" in out
+    with open(tmp_path / "preds" / "metrics_per_case.csv") as f:
+        rows = {row["case_id"]: row for row in csv.DictReader(f)}
+    columns = list(rows["case_a"])
+    assert columns[columns.index("hd95_mean") + 1 :][:4] == [
+        "lesion_dice_tc",
+        "lesion_dice_wt",
+        "lesion_dice_et",
+        "lesion_dice_mean",
+    ]
+    a, b = rows["case_a"], rows["case_b"]
+    assert float(a["lesion_dice_wt"]) == pytest.approx(1 / 3, abs=1e-5)
+    assert float(a["lesion_hd95_wt"]) == pytest.approx(2 * PENALTY / 3, abs=1e-3)
+    assert (a["lesions_tp_wt"], a["lesions_fn_wt"], a["lesions_fp_wt"]) == ("1", "1", "1")
+    assert float(a["lesion_dice_tc"]) == float(b["lesion_dice_wt"]) == 1.0
+    task = get_task("brats2023")
+    masks = [task.to_masks(torch.from_numpy(m.astype(np.int64))) for m in brats2023_case(False)]  # pred, label
+    direct = lesion_metrics(*masks, (1.0, 1.0, 1.5), task.outputs)
+    for key, value in direct.items():
+        assert float(a[key]) == pytest.approx(value, rel=1e-5, abs=1e-6)  # the CSV keeps 6 digits
+    summary = json.loads((tmp_path / "preds" / "metrics_summary.json").read_text())
+    assert summary["lesion_dice_wt"]["mean"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-6)
+    assert summary["lesion_wise"]["library"].startswith("panoptica ")
+
+    assert medseg_main(base + ["brats2023"]) == 0  # without the flag: no lesion columns, no lesion summary
+    out = capsys.readouterr().out
+    assert "lesion Dice" not in out and "lesions found" not in out
+    assert "lesion" not in (tmp_path / "preds" / "metrics_per_case.csv").read_text()
+    assert "lesion" not in (tmp_path / "preds" / "metrics_summary.json").read_text()
+    with pytest.raises(SystemExit):
+        medseg_main([*base, "brats2023", "--min-lesion-volume", "50"])
