@@ -21,9 +21,12 @@ Files written to ``out_dir`` (default ``pred_dir``, never the label folder), eac
 - ``metrics_per_case.csv``: ``case_id, dice_<output>..., dice_mean, hd95_<output>..., hd95_mean`` with the
   outputs named as the dataset names them (``dice_tc``, ``dice_liver``; see
   :func:`medseg.metrics.segmentation.metric_keys`), 6 significant digits; the means are over the outputs
-  (for a classes task: the foreground classes);
+  (for a classes task: the foreground classes); with ``lesion_wise`` also ``lesion_dice_<output>...,
+  lesion_dice_mean, lesion_hd95_<output>..., lesion_hd95_mean, lesions_tp/fn/fp_<output>...``
+  (:mod:`medseg.metrics.lesion`: the BraTS lesion-wise scores, by panoptica);
 - ``metrics_summary.json``: ``{metric: {"mean", "std", "median", "n"}}`` plus the case counts, the
-  missing and ignored case ids and the task used (std is the population std, ddof 0).
+  missing and ignored case ids and the task used (std is the population std, ddof 0); with ``lesion_wise``
+  also ``lesion_wise``: how the lesion-wise numbers were made.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from medseg.data.labels import CONVENTIONS, REGIONS, convention_of_case_id
 from medseg.errors import CaseError, LayoutError
 from medseg.inference.checkpoint import checkpoint_task
 from medseg.io import NIFTI_SUFFIXES, write_atomic
+from medseg.metrics.lesion import lesion_metrics, lesion_settings
 from medseg.metrics.segmentation import HD95_PENALTY_MM, metric_keys, region_metrics
 from medseg.tasks import ALIASES, PRESETS, Task, get_task
 
@@ -183,9 +187,12 @@ def evaluate_case(
     pred_task: Task,
     hd95: bool = True,
     hint: str = "",
+    lesion_wise: bool = False,
+    min_lesion_volume_mm3: float = 0.0,
 ) -> dict:
     """One row: ``case_id`` and the metrics per output of the prediction file against the label file (the
-    label read in ``task``, the prediction in ``pred_task``, which has the same outputs).
+    label read in ``task``, the prediction in ``pred_task``, which has the same outputs), with ``lesion_wise``
+    also those of :func:`medseg.metrics.lesion.lesion_metrics`.
 
     The two files must agree in shape and affine (within 1e-3); the spacing comes from the label header.
     """
@@ -207,6 +214,9 @@ def evaluate_case(
     pred_masks = _masks(pred, pred_task, "prediction", case_id, pred_path, "")  # [N, *spatial]
     spacing = [float(s) for s in label_image.header.get_zooms()[:3]]
     metrics = region_metrics(pred_masks, label_masks, spacing, with_hd95=hd95, names=task.outputs)
+    if lesion_wise:
+        lesions = lesion_metrics(pred_masks, label_masks, spacing, task.outputs, hd95, 0.5, min_lesion_volume_mm3)
+        metrics.update(lesions)
     return {"case_id": case_id, **metrics}
 
 
@@ -252,6 +262,8 @@ def evaluate_folder(
     hd95: bool = True,
     out_dir: str | os.PathLike | None = None,
     task: str | Task | None = None,
+    lesion_wise: bool = False,
+    min_lesion_volume_mm3: float = 0.0,
 ) -> tuple[list[dict], dict]:
     """Score every labelled case of ``label_dir`` that has a prediction in ``pred_dir``.
 
@@ -266,6 +278,8 @@ def evaluate_folder(
         out_dir: where the CSV and JSON go; default ``pred_dir``. Never inside ``label_dir``.
         task: the task of the labels, instead of ``convention``: a Task, a preset name, a dataset.json or
             datalist path, or a ``.ckpt`` (see :func:`resolve_task`).
+        lesion_wise: also the lesion-wise scores (:mod:`medseg.metrics.lesion`); truth lesions of at most
+            ``min_lesion_volume_mm3`` are left out of them (BraTS-GLI: 50).
 
     Returns:
         ``(rows, summary)``: one dict per evaluated case (``case_id`` and the metrics of
@@ -304,10 +318,12 @@ def evaluate_folder(
     hint = f", chosen because {how}" if spec == "auto" else ""
     pred_task = _pred_task(pred_convention, label_task)
 
-    rows = []
+    rows, lesion = [], {"lesion_wise": lesion_wise, "min_lesion_volume_mm3": min_lesion_volume_mm3}
     with tqdm(matched, desc="evaluate", unit="case") as progress:  # closed before any error is reported
         for case in progress:
-            rows.append(evaluate_case(case, predictions[case], labels[case], label_task, pred_task, hd95, hint))
+            rows.append(
+                evaluate_case(case, predictions[case], labels[case], label_task, pred_task, hd95, hint, **lesion)
+            )
     summary = summarize(rows)
     summary.update(
         n_cases=len(rows),
@@ -320,6 +336,8 @@ def evaluate_folder(
         pred_convention=pred_task.name,
         hd95_penalty_mm=HD95_PENALTY_MM,
     )
+    if lesion_wise:
+        summary["lesion_wise"] = lesion_settings(min_lesion_volume_mm3=min_lesion_volume_mm3)
     write_results(rows, summary, out_dir)
     return rows, summary
 
@@ -352,6 +370,7 @@ def format_table(summary: dict) -> str:
     """Plain-text table: a row per output (TC, WT, ET; liver, ...) and the mean; columns Dice and HD95 (mm)
     as mean ± std."""
     columns = [("Dice", "dice", ".4f"), ("HD95 (mm)", "hd95", ".2f")]
+    columns += [("lesion Dice", "lesion_dice", ".4f"), ("lesion HD95 (mm)", "lesion_hd95", ".2f")]
     columns = [c for c in columns if f"{c[1]}_mean" in summary]
     kind, outputs = summary_outputs(summary)
     lines = [[kind] + [f"{title} mean ± std" for title, _, _ in columns]]

@@ -13,7 +13,9 @@ from medseg.evaluation import (
     evaluate_folder,
     format_table,
     list_some,
+    summary_outputs,
 )
+from medseg.metrics.lesion import LESION_HD95_PENALTY_MM
 from medseg.metrics.segmentation import HD95_PENALTY_MM
 from medseg.tasks import get_task
 
@@ -44,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
             "regions: TC = tumour core, WT = whole tumour, ET = enhancing tumour; a classes task (organs)\n"
             "scores each foreground class, and the mean is over them. Empty masks: both empty -> Dice 1,\n"
             f"HD95 0; one empty -> Dice 0, HD95 {HD95_PENALTY_MM} mm (BraTS).\n"
+            "--lesion-wise (BraTS 2023+ ranking, by panoptica): each connected component (26-connectivity) is\n"
+            "  a lesion; a predicted lesion matches a truth lesion at IoU >= 0.5, one to one; missed and false\n"
+            f"  positive lesions score Dice 0, HD95 {LESION_HD95_PENALTY_MM:g} mm; the score is the mean over\n"
+            "  matched, missed and false positive lesions (medseg.metrics.lesion: where BraTS 2023 differs).\n"
             f"writes {PER_CASE_CSV} and {SUMMARY_JSON} to --out (default: --pred).\n"
             "exit code 1 on bad input or when a labelled case has no prediction."
         ),
@@ -63,15 +69,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-hd95", action="store_true", help="skip HD95 (Dice only, much faster)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="where the CSV/JSON go (default: --pred)")
+    parser.add_argument(
+        "--lesion-wise", action="store_true", help="also lesion-wise Dice and HD95 and lesion counts (BraTS 2023+)"
+    )
+    parser.add_argument(
+        "--min-lesion-volume",
+        type=float,
+        default=0.0,
+        metavar="MM3",
+        help="with --lesion-wise: leave out truth lesions of at most this volume (BraTS-GLI: 50; default: 0)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.min_lesion_volume and not args.lesion_wise:
+        parser.error("--min-lesion-volume needs --lesion-wise")
     _, summary = evaluate_folder(
-        args.pred, args.label, args.convention, args.pred_convention, not args.no_hd95, args.out, task=args.task
+        args.pred,
+        args.label,
+        args.convention,
+        args.pred_convention,
+        not args.no_hd95,
+        args.out,
+        task=args.task,
+        lesion_wise=args.lesion_wise,
+        min_lesion_volume_mm3=args.min_lesion_volume,
     )
     print(format_table(summary))
+    if args.lesion_wise:
+        print(lesion_counts(summary))
     print(f"task: {get_task(summary['task']).describe()} ({summary['task_source']})")
     if summary["ignored_predictions"]:
         ignored = summary["ignored_predictions"]
@@ -83,3 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medseg: error: {missing} (left out of the means above)", file=sys.stderr)
         return 1
     return 0
+
+
+def lesion_counts(summary: dict) -> str:
+    """``lesions found/missed/false positive over 2 cases: TC 3/1/2, ...`` (each the summary's mean times n)."""
+    counts = []
+    for name, key in summary_outputs(summary)[1]:
+        stats = [summary[f"lesions_{count}_{key}"] for count in ("tp", "fn", "fp")]
+        counts.append(f"{name} " + "/".join(str(round(s["mean"] * s["n"])) for s in stats))
+    return f"lesions found/missed/false positive over {summary['n_cases']} cases: " + ", ".join(counts)
