@@ -46,7 +46,7 @@ def test_predict_cli_writes_aligned_label_maps(tmp_path, monkeypatch):
 
     label = blob_label(shape=(32, 28, 16), seed=4)
     write_case(tmp_path / "cases", "BraTS2021_00011", label)
-    monkeypatch.setattr(predict.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: _predictor()))
+    monkeypatch.setattr(predict.Predictor, "from_checkpoints", classmethod(lambda cls, *a, **k: _predictor()))
     out = tmp_path / "pred"
     assert predict.main([str(tmp_path / "cases"), "--ckpt", "unused.ckpt", "--out", str(out)]) == 0
     written = nib.load(str(out / "BraTS2021_00011.nii.gz"))
@@ -61,7 +61,7 @@ def test_predict_report_writes_overlays_and_html(tmp_path, monkeypatch):
 
     label = blob_label(shape=(32, 28, 16), seed=5)
     write_case(tmp_path / "cases", "BraTS2021_00012", label)
-    monkeypatch.setattr(predict.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: _predictor()))
+    monkeypatch.setattr(predict.Predictor, "from_checkpoints", classmethod(lambda cls, *a, **k: _predictor()))
     out = tmp_path / "pred"
     assert predict.main([str(tmp_path / "cases"), "--ckpt", "x.ckpt", "--out", str(out), "--report"]) == 0
     png = out / "report" / "BraTS2021_00012.png"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from pytorch_lightning import LightningModule, Trainer
@@ -14,6 +15,7 @@ from medseg.data.predict_inputs import find_predict_cases
 from medseg.devices import resolve_device
 from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
+from medseg.inference.postprocess import beside
 from medseg.inference.segment import model_task
 from medseg.io import case_output_name, check_output_dir
 from medseg.reporting import html as report
@@ -36,6 +38,16 @@ exact shape and affine, so it overlays the scan in ITK-SNAP or 3D Slicer. With -
 OUT/<case>_prob.nii.gz: float32 [X, Y, Z, N]: a sigmoid per region (TC, WT, ET), or a softmax over
 background and each class.
 
+Several --ckpt make an ensemble: the models (the same task and resampling) each predict, and their
+probabilities are averaged before thresholding (regions) or the argmax (classes). --tta averages, per
+model, over the scan mirrored along every combination of axes (nnU-Net's test-time augmentation): 8
+passes for regions; for classes only axes 1 and 2 by default (4 passes), since a left-right mirror would
+swap left and right organs (--tta-axes to choose). The passes per case and the time per case are printed.
+
+Post-processing (removing small connected components per output, relabelling a small enhancing tumour
+as core) comes from --postprocess FILE.json, or from a postprocess.json beside the checkpoint, applied
+by default (--no-postprocess to skip it); see medseg/inference/postprocess.py.
+
 Files are written under a temporary name and renamed when complete; cases whose output exists are
 skipped unless --overwrite. A bad case is reported and skipped; the run exits 1 if any case failed.
 """
@@ -49,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ckpt",
         required=True,
-        help="checkpoint written by `medseg fit` (.ckpt), or a model written by `medseg export`",
+        nargs="+",
+        metavar="CKPT",
+        help="checkpoint written by `medseg fit` (.ckpt), or a model written by `medseg export`; several: an "
+        "ensemble (the same task and resampling), their probabilities averaged",
     )
     parser.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     parser.add_argument("--probabilities", action="store_true", help="also write <case>_prob.nii.gz")
@@ -86,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass")
     parser.add_argument("--stitch-device", help="device the whole-volume output is stitched on (e.g. cpu)")
     parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average over mirrored copies of each scan (8 passes per model for "
+        "regions, 4 for classes: see --tta-axes)",
+    )
+    parser.add_argument(
+        "--tta-axes",
+        nargs="+",
+        type=int,
+        choices=(0, 1, 2),
+        metavar="AXIS",
+        help="the RAS axes --tta mirrors (implies --tta): 0 left-right, 1 anterior-posterior, 2 inferior-superior "
+        "(default: 0 1 2 for regions; 1 2 for classes, as mirroring left-right would swap left and right organs)",
+    )
+    post = parser.add_mutually_exclusive_group()
+    post.add_argument(
+        "--postprocess",
+        metavar="FILE.json",
+        help='post-processing, e.g. {"min_component_ml": {"WT": 0.5}, "et_to_tc_below_ml": 0.3} (default: '
+        "postprocess.json beside the checkpoint, when there is one)",
+    )
+    post.add_argument("--no-postprocess", action="store_true", help="ignore a postprocess.json beside the checkpoint")
+    parser.add_argument(
         "--label-convention",
         choices=list(PRESETS),
         help="brain-tumour models: write labels in this preset's values instead (the same regions)",
@@ -101,8 +139,15 @@ def _report_case(result, task, report_dir: Path) -> dict:
     return {"case_id": result.case_id, **volumes, "overlay": png.name}
 
 
+def postprocess_file(args: argparse.Namespace) -> Path | None:
+    """``--postprocess``, else a ``postprocess.json`` beside the checkpoint(s) unless ``--no-postprocess``."""
+    if args.postprocess:
+        return Path(args.postprocess)
+    return None if args.no_postprocess else beside(args.ckpt)
+
+
 def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor:
-    return Predictor.from_checkpoint(
+    return Predictor.from_checkpoints(
         args.ckpt,
         device=device or args.device,
         overlap=args.overlap,
@@ -112,6 +157,9 @@ def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor
         label_convention=args.label_convention,
         window=args.window[0] if len(args.window) == 1 else args.window,
         bf16=args.bf16,
+        tta=args.tta or args.tta_axes is not None,
+        tta_axes=args.tta_axes,
+        postprocess=postprocess_file(args),
     )
 
 
@@ -119,9 +167,10 @@ def predict_one(predictor: Predictor, case: dict, args: argparse.Namespace) -> d
     """Segment and write one case. Returns ``{"case_id", "status": written|skipped|failed, "error", "row"}``;
     a bad case (a MedsegError) is reported, not raised, so a folder goes on past it."""
     out = Path(args.out)
-    outcome = {"case_id": case["case_id"], "status": "written", "error": None, "row": None}
+    outcome = {"case_id": case["case_id"], "status": "written", "error": None, "row": None, "seconds": None}
     if (out / case_output_name(case["case_id"])).exists() and not args.overwrite:
         return {**outcome, "status": "skipped"}
+    start = time.perf_counter()
     try:
         result = predictor.predict_case(case, probabilities=args.probabilities, preview=args.report)
     except Exception as e:
@@ -133,7 +182,7 @@ def predict_one(predictor: Predictor, case: dict, args: argparse.Namespace) -> d
     if args.report:
         outcome["row"] = _report_case(result, predictor.convention, out / "report")
     predictor.write(result, out)
-    return outcome
+    return {**outcome, "seconds": time.perf_counter() - start, "passes": predictor.describe_passes()}
 
 
 class DistributedPredict(LightningModule):
@@ -179,22 +228,32 @@ def _predict_distributed(cases: list[dict], args: argparse.Namespace) -> list[di
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.devices > 1 or args.num_nodes > 1:  # each process loads the model; here only its task is read
-        cases = find_predict_cases(args.inputs, model_task(args.ckpt).channel_names)
+        cases = find_predict_cases(args.inputs, model_task(args.ckpt[0]).channel_names)
         check_output_dir(out, cases)
         outcomes = _predict_distributed(cases, args)
     else:
         predictor = _predictor(args)
         cases = find_predict_cases(args.inputs, predictor.task.channel_names)  # the channels the model takes
         check_output_dir(out, cases)
-        outcomes = [
-            predict_one(predictor, case, args) for case in tqdm(cases, desc="predict", unit="case", disable=None)
-        ]
+        outcomes = []
+        with tqdm(cases, desc="predict", unit="case", disable=None) as bar:
+            for case in bar:
+                outcomes.append(predict_one(predictor, case, args))
+                if outcomes[-1]["seconds"] is not None:
+                    bar.set_postfix_str(f"{outcomes[-1]['seconds']:.1f} s/case, {predictor.passes} passes")
     rows = [o["row"] for o in outcomes if o["row"]]
     if args.report and rows:
         print(f"report: {report.write_html(out / 'report', report.merge_rows(out / 'report', rows))}")
     counts = {status: sum(o["status"] == status for o in outcomes) for status in ("written", "skipped", "failed")}
     note = f"; {counts['skipped']} already there (use --overwrite to redo)" if counts["skipped"] else ""
     print(f"wrote {counts['written']} label map(s) to {out}{note}")
+    timed = [o for o in outcomes if o["seconds"] is not None]
+    if timed:
+        print(f"{timed[0]['passes']}: {sum(o['seconds'] for o in timed) / len(timed):.2f} s per case")
+    post = postprocess_file(args)
+    if post is not None:
+        how = "" if args.postprocess else " (stored beside the checkpoint; --no-postprocess to turn it off)"
+        print(f"post-processing: {post}{how}")
     if "rank" in (outcomes[0] if outcomes else {}):
         for rank in sorted({o["rank"] for o in outcomes}):
             print(f"  rank {rank}: " + " ".join(o["case_id"] for o in outcomes if o["rank"] == rank))

@@ -5,7 +5,10 @@ crop, normalisation by channel kind), sliding-window inference, then ``Invertd``
 and orientation, so a label map has the input's exact shape and affine and overlays it in ITK-SNAP or
 3D Slicer. The task the checkpoint was trained on (:mod:`medseg.tasks`) decides the channels it reads
 and how outputs become labels: regions painted in the dataset's values (BraTS: 1, 2, 4), or the argmax
-over classes written as each class's value.
+over classes written as each class's value. Several models (an ensemble, :mod:`medseg.inference.ensemble`)
+and mirrored copies of the scan (test-time augmentation, :mod:`medseg.modules.tta`) are averaged as
+probabilities on the network's grid; post-processing (:mod:`medseg.inference.postprocess`) acts on the
+masks on the input grid.
 
 >>> predictor = Predictor.from_checkpoint("runs/demo/checkpoints/last.ckpt")   # doctest: +SKIP
 >>> result = predictor.predict_case({"case_id": "c1", "image": [t1, t1ce, t2, flair]})  # doctest: +SKIP
@@ -24,13 +27,16 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
+from torch import nn
 
 from medseg.data.transforms import eval_transforms
 from medseg.devices import resolve_device
 from medseg.errors import MedsegError
-from medseg.inference.checkpoint import load_checkpoint
+from medseg.inference.ensemble import load_ensemble
+from medseg.inference.postprocess import check_postprocess, load_postprocess, postprocess_masks
 from medseg.io import case_output_name, read_header, reference_file, write_like
 from medseg.modules.segmentation import SegmentationModule
+from medseg.modules.tta import mirror_axes, mirror_sets
 from medseg.tasks import Task, get_task, task_for_checkpoint
 
 
@@ -124,10 +130,15 @@ def model_task(checkpoint: str | Path) -> Task:
 
 
 class Predictor:
-    """Segment whole scans with a trained ``SegmentationModule``.
+    """Segment whole scans with one trained ``SegmentationModule``, or an ensemble of them.
+
+    Each model's sliding-window logits become probabilities (sigmoid per region, softmax over classes) on
+    the network's grid; with ``tta`` they are averaged over mirrored copies of the volume, then over the
+    models; the mean is thresholded (regions) or argmaxed (classes) as one model's would be.
 
     Args:
-        module: the trained module (its roi, overlap, blending and threshold are used unless overridden).
+        module: the trained module, or several (an ensemble: the same task and preprocessing); the first
+            one's threshold is used; each keeps its roi, overlap and blending unless overridden.
         label_convention: a preset whose label values to write instead of the task's (same regions).
         task: the training dataset's task (default: the brats2021 preset).
         pixdim: the resampling used in training (None: native grid).
@@ -144,11 +155,18 @@ class Predictor:
             CPU memory.
         bf16: run the network under bfloat16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs):
             faster at large feature sizes, logits within about 0.03 of float32 (docs/benchmarks.md).
+        tta: test-time augmentation by mirroring (:mod:`medseg.modules.tta`): ``2 ** len(tta_axes)``
+            passes per model instead of one.
+        tta_axes: the RAS axes to mirror (0 left-right, 1 anterior-posterior, 2 inferior-superior);
+            default: all three for a regions task (8 passes), 1 and 2 for a classes task (4 passes: a
+            left-right mirror would swap left and right organs).
+        postprocess: a post-processing configuration (:mod:`medseg.inference.postprocess`), or a JSON file
+            of one, applied to the masks on the input grid before they become the label map; None: none.
     """
 
     def __init__(
         self,
-        module: SegmentationModule,
+        module: SegmentationModule | Sequence[SegmentationModule],
         label_convention: str | None = None,
         pixdim: Sequence[float] | None = None,
         device: str = "auto",
@@ -159,16 +177,21 @@ class Predictor:
         window: str | Sequence[int] = "roi",
         bf16: bool = False,
         task: str | dict | Task | None = None,
+        tta: bool = False,
+        tta_axes: Sequence[int] | None = None,
+        postprocess: dict | str | Path | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.module = module.to(self.device).eval()
+        self.modules = [m.to(self.device).eval() for m in ([module] if isinstance(module, nn.Module) else module)]
+        self.module = self.modules[0]  # whose threshold decides (all share it when loaded as an ensemble)
         overrides = {
             "sw_overlap": overlap,
             "sw_mode": mode,
             "sw_batch_size": sw_batch_size,
             "stitch_device": stitch_device,
         }
-        self.module.hparams.update({k: v for k, v in overrides.items() if v is not None})
+        for m in self.modules:
+            m.hparams.update({k: v for k, v in overrides.items() if v is not None})
         self.task = get_task(task or label_convention or "brats2021")
         if label_convention and task is not None:  # write another preset's values for the same regions
             target = get_task(label_convention)
@@ -178,67 +201,108 @@ class Predictor:
                     f"for {', '.join(self.task.outputs)} ({self.task.name})"
                 )
             self.task = target
-        self.module.set_task(self.task)
+        for m in self.modules:
+            m.set_task(self.task)
         self.convention = self.task
         self.transform = eval_transforms(self.task, pixdim, with_label=False)
         self.invert = Invertd(keys="pred", transform=self.transform, orig_keys="image", nearest_interp=False)
-        self.window = check_window(window, self.module.net)
+        self.windows = [check_window(window, m.net) for m in self.modules]
+        self.window = self.windows[0]
         self.bf16 = bool(bf16)
+        try:
+            self.tta_axes = mirror_axes(self.task.kind, tta_axes) if tta else ()
+        except ValueError as err:
+            raise MedsegError(str(err)) from None
+        if isinstance(postprocess, (str, Path)):  # a file: errors name it
+            self.postprocess = load_postprocess(postprocess, self.task.outputs)
+        else:
+            self.postprocess = check_postprocess(postprocess, self.task.outputs) if postprocess else None
+
+    @property
+    def passes(self) -> int:
+        """Network passes over each case: models x mirrored copies."""
+        return len(self.modules) * len(mirror_sets(self.tta_axes))
+
+    def describe_passes(self) -> str:
+        """``8 passes per case (tta x 4 on axes 1 2, 2 models)``."""
+        n = len(self.modules)
+        tta = f"tta x {2 ** len(self.tta_axes)} on axes {' '.join(map(str, self.tta_axes))}, " if self.tta_axes else ""
+        return f"{self.passes} pass{'es' if self.passes > 1 else ''} per case ({tta}{n} model{'s' if n > 1 else ''})"
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto", **overrides) -> Predictor:
         """From a ``medseg fit`` checkpoint, or from a file written by ``medseg export`` (.onnx / .pt + .json)."""
-        from medseg.inference.export import FORMATS, load_exported
+        return cls.from_checkpoints([checkpoint], device=device, **overrides)
 
-        exported = Path(checkpoint).suffix in FORMATS.values() and Path(f"{checkpoint}.json").is_file()
-        module, data = load_exported(checkpoint) if exported else load_checkpoint(checkpoint, SegmentationModule)
+    @classmethod
+    def from_checkpoints(cls, checkpoints: Sequence[str | Path], device: str = "auto", **overrides) -> Predictor:
+        """An ensemble of ``medseg fit`` checkpoints and/or ``medseg export`` models; a MedsegError naming
+        them when they do not share task, resampling and threshold (:mod:`medseg.inference.ensemble`)."""
+        modules, data = load_ensemble(checkpoints)
         kwargs = {"task": task_for_checkpoint(data), "pixdim": data.get("pixdim")}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(module, device=device, **kwargs)
+        return cls(modules, device=device, **kwargs)
 
     @torch.inference_mode()
     def predict_case(self, case: dict, probabilities: bool = False, preview: bool = False) -> Prediction:
         """case {"case_id", "image": one path per channel of the task, or one 4-D path} -> Prediction."""
         data = self.transform(case)
         image = data["image"]  # [C, X', Y', Z'] RAS, cropped, normalised
-        roi = self.window_for(image.shape[1:])
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            if self.device.type != "cpu" and self.window == "auto" and not covers(roi, image.shape[1:]):
-                # the volume does not fit the accelerator: windows run there,
-                # the volume and its output stay in CPU memory
-                logits = self.module.sliding_window(
-                    image[None], roi_size=roi, sw_device=self.device, stitch_device="cpu"
-                )
-            else:
-                logits = self.module.sliding_window(image[None].to(self.device), roi_size=roi)  # [1, N', X', Y', Z']
-        logits = logits[0].float().cpu()  # N' = R regions or K+1 classes
-        probs = torch.sigmoid(logits) if self.task.kind == "regions" else torch.softmax(logits, 0)  # [N', X', Y', Z']
+        probs = sum(self.model_probabilities(m, w, image) for m, w in zip(self.modules, self.windows))
+        probs = probs / len(self.modules)  # [N', X', Y', Z'], N' = R regions or K+1 classes
         data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
         restored = self.invert(data)["pred"].as_tensor()  # [N', X, Y, Z] on the input grid
         reference = reference_file(case)
         shape, affine = read_header(reference)
         if tuple(restored.shape[1:]) != tuple(shape[:3]):
             raise MedsegError(f"internal error: inverted prediction {tuple(restored.shape[1:])} != input {shape[:3]}")
-        if self.task.kind == "regions":
-            label = self.task.from_masks(restored > self.module.hparams.threshold).numpy()  # [X, Y, Z]
-        else:
-            label = self.task.from_class_index(restored.argmax(0)).numpy()  # [X, Y, Z]
+        masks = self.masks(restored).numpy()  # [N, X, Y, Z] one per output
+        if self.postprocess:
+            voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+            masks = postprocess_masks(masks, self.task.outputs, voxel_ml, self.postprocess)
         return Prediction(
             case_id=case["case_id"],
-            label=label,
+            label=self.task.from_masks(masks).numpy(),  # [X, Y, Z]
             probabilities=restored.numpy().astype(np.float32) if probabilities else None,
             affine=affine,
             reference=reference,
-            preview=(image.numpy(), self.module.masks(logits[None])[0].numpy()) if preview else None,
+            preview=(image.numpy(), self.masks(probs).numpy()) if preview else None,
         )
 
-    def window_for(self, shape: Sequence[int]) -> tuple[int, int, int]:
-        """The window sliding-window inference uses on a preprocessed volume of ``shape`` (X, Y, Z)."""
-        if self.window == "roi":
-            return tuple(int(s) for s in self.module.hparams.roi_size)
-        if self.window != "auto":
-            return self.window
-        net = self.module.net
+    def masks(self, probs: torch.Tensor) -> torch.Tensor:
+        """Probabilities [N', *spatial] -> bool masks [N, *spatial], one per output: above the threshold per
+        region, or the argmax as one mask per foreground class."""
+        if self.task.kind == "regions":
+            return probs > self.module.hparams.threshold
+        index = probs.argmax(0)  # [*spatial]
+        return torch.stack([index == k for k in range(1, probs.shape[0])])
+
+    @torch.inference_mode()
+    def model_probabilities(self, module: SegmentationModule, window, image: torch.Tensor) -> torch.Tensor:
+        """One model's probabilities [N', X', Y', Z'] (CPU float32) on the preprocessed ``image`` [C, X', Y', Z'],
+        averaged over the mirrored passes when TTA is on."""
+        roi = self.window_for(image.shape[1:], module, window)
+        # a volume that does not fit the accelerator: windows run there, the volume and output stay in CPU memory
+        offload = self.device.type != "cpu" and window == "auto" and not covers(roi, image.shape[1:])
+        sliding = {"roi_size": roi, "sw_device": self.device, "stitch_device": "cpu"} if offload else {"roi_size": roi}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            x = image[None] if offload else image[None].to(self.device)  # [1, C, X', Y', Z']
+            probs = module.probabilities(x, self.tta_axes, **sliding)  # [1, N', X', Y', Z']
+        probs = probs[0].float().cpu()
+        return probs.as_tensor() if isinstance(probs, MetaTensor) else probs
+
+    def window_for(
+        self, shape: Sequence[int], module: SegmentationModule | None = None, window=None
+    ) -> tuple[int, int, int]:
+        """The window (X, Y, Z) sliding-window inference uses on a preprocessed volume of ``shape``, for
+        ``module`` (default: the first) and its checked ``window`` setting."""
+        module = module or self.module
+        window = self.windows[self.modules.index(module)] if window is None else window
+        if window == "roi":
+            return tuple(int(s) for s in module.hparams.roi_size)
+        if window != "auto":
+            return window
+        net = module.net
         budget = int(available_memory(self.device) * 0.8)
         return largest_window(shape, net.size_divisor, lambda voxels: net.inference_bytes(voxels) <= budget)
 

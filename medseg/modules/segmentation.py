@@ -29,6 +29,7 @@ from medseg.losses import DiceBCELoss, DiceCELoss
 from medseg.metrics.segmentation import dice, hd95, metric_keys
 from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
+from medseg.modules.tta import mirror_axes, mirrored_probabilities, to_logits
 from medseg.nets.pretrained import load_pretrained
 from medseg.tasks import Task, get_task
 
@@ -52,6 +53,8 @@ class SegmentationModule(pl.LightningModule):
         val_hd95: bool = False,
         pretrained: str | None = None,
         log_images: int = 2,
+        tta: bool = False,
+        tta_axes: tuple[int, ...] | None = None,
     ) -> None:
         """
         Args:
@@ -77,6 +80,11 @@ class SegmentationModule(pl.LightningModule):
                 checkpoint), loaded before training.
             log_images: how many validation cases to log as slice overlays to wandb (0: none, for data
                 that must not leave the site).
+            tta: validate and test on the mean probabilities of mirrored copies of each volume
+                (:mod:`medseg.modules.tta`; 8 passes for regions, 4 for classes: slower); the loss is then
+                computed on the logits of those probabilities.
+            tta_axes: the spatial axes TTA mirrors (0 left-right, 1, 2 in RAS); default: all three for a
+                regions task, 1 and 2 for a classes task (left and right organs must not swap).
         """
         super().__init__()
         save_hparams(self)  # the net as its config when LightningCLI built it; left out when built in Python
@@ -97,6 +105,7 @@ class SegmentationModule(pl.LightningModule):
         self.loss = DiceBCELoss(dice_weight, bce_weight)
         if pretrained:
             load_pretrained(self.net, pretrained)
+        mirror_axes("regions", tta_axes)  # a wrong axis fails here, not after an epoch
 
     def setup(self, stage: str) -> None:
         """Take the task of the datamodule (when there is one) and check the network fits it."""
@@ -156,6 +165,12 @@ class SegmentationModule(pl.LightningModule):
             device=self.hparams.stitch_device if stitch_device is None else stitch_device,
         )
 
+    def probabilities(self, image: torch.Tensor, tta_axes: Sequence[int] = (), **window) -> torch.Tensor:
+        """Whole-volume probabilities [B, R or K+1, X, Y, Z]: sigmoid per region or softmax over classes of
+        :meth:`sliding_window` (``window``: its keyword arguments), averaged over the mirrored copies of
+        ``image`` along ``tta_axes`` (none: one pass)."""
+        return mirrored_probabilities(lambda x: self.sliding_window(x, **window), image, self.task.kind, tta_axes)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])  # [B, R or K+1, *roi]
         losses = self.loss(logits, batch["label"])
@@ -164,7 +179,11 @@ class SegmentationModule(pl.LightningModule):
 
     def _evaluate(self, batch: dict, stage: str, with_hd95: bool) -> torch.Tensor:
         label = batch["label"]  # [1, R, X, Y, Z] regions or [1, 1, X, Y, Z] class indices
-        logits = self.sliding_window(batch["image"]).to(label.device)  # [1, R or K+1, X, Y, Z]
+        if self.hparams.get("tta"):
+            axes = mirror_axes(self.task.kind, self.hparams.get("tta_axes"))
+            logits = to_logits(self.probabilities(batch["image"], axes), self.task.kind).to(label.device)
+        else:
+            logits = self.sliding_window(batch["image"]).to(label.device)  # [1, R or K+1, X, Y, Z]
         pred, truth = self.masks(logits), self.target_masks(label)  # [1, N, X, Y, Z] each, N outputs
         names = metric_keys(self.task.outputs)
         metrics = {f"{stage}/loss": self.loss(logits, label)["loss"]}
