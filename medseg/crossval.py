@@ -5,7 +5,10 @@ the data seed, dealt round-robin, so the same data and seed always give the same
 with ``--data.init_args.n_folds K --data.init_args.fold k`` in ``OUT/fold_k`` (resumed with
 ``--ckpt_path last`` when interrupted, skipped once finished), then segments its validation cases into
 ``OUT/oof/`` with its own checkpoint: every labelled case is predicted exactly once, by the one model that
-never saw it. The scores are per fold and pooled over all cases (``OUT/metrics_summary.json`` with a
+never saw it. Post-processing (``medseg.inference.postprocess``: small components per output, small ET
+relabelled as core) is then chosen on those out-of-fold predictions, kept only where it raises their
+mean Dice, and stored as ``postprocess.json`` beside every fold's checkpoint, where ``medseg predict``
+applies it. The scores are per fold and pooled over all cases (``OUT/metrics_summary.json`` with a
 ``folds`` entry, ``OUT/metrics_per_case.csv`` with a ``fold`` column, as ``medseg evaluate`` writes them).
 """
 
@@ -15,8 +18,11 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from medseg.data.base import kfold_assignment
-from medseg.evaluation import evaluate_case, summarize, write_results
+from medseg.evaluation import evaluate_case, read_label_map, summarize, write_results
+from medseg.inference.postprocess import FILENAME, choose_postprocessing
 from medseg.io import write_atomic
 
 DONE = "fit_done"  # marker in OUT/fold_k: that fold's fit finished
@@ -70,3 +76,23 @@ def summarize_folds(rows: list[dict], out: Path, task) -> dict:
     }
     write_results(rows, summary, out)
     return summary
+
+
+def learn_postprocessing(cases: Sequence[dict], oof_dir: Path, task, fold_dirs: Sequence[Path]) -> dict:
+    """Choose post-processing on the out-of-fold predictions of ``cases`` (their labels known) and write it as
+    ``postprocess.json`` beside each fold's checkpoint; returns it (``{}`` when nothing helped).
+
+    Holds every case's masks in memory (fine for demo-size sets; a large dataset wants a subset)."""
+    preds, truths, spacings = [], [], []
+    for case in cases:
+        pred, _ = read_label_map(oof_dir / f"{case['case_id']}.nii.gz", case["case_id"])
+        label, image = read_label_map(Path(case["label"]), case["case_id"])
+        preds.append(task.to_masks(pred.astype(np.int64)).numpy())
+        truths.append(task.to_masks(label.astype(np.int64)).numpy())
+        spacings.append([float(z) for z in image.header.get_zooms()[:3]])
+    et_candidates = (0.1, 0.25, 0.5, 1.0) if {"ET", "TC"} <= set(task.outputs) else ()
+    spacing = np.median(np.array(spacings), axis=0).tolist()
+    config = choose_postprocessing(preds, truths, task.outputs, spacing, et_to_tc_candidates=et_candidates)
+    for fold_dir in fold_dirs:
+        write_atomic(fold_dir / "checkpoints" / FILENAME, json.dumps(config, indent=1))
+    return config

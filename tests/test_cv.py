@@ -44,6 +44,9 @@ def test_cv_end_to_end_and_resumable(tmp_path, capsys):
     summary = json.loads((out / "metrics_summary.json").read_text())
     assert summary["n_cases"] == 3 and set(summary["folds"]) == {"0", "1", "2"}
     assert "fold" in (out / "metrics_per_case.csv").read_text().splitlines()[0]
+    assert "post-processing chosen on the out-of-fold predictions" in printed
+    stored = [json.loads((out / f"fold_{k}" / "checkpoints" / "postprocess.json").read_text()) for k in range(3)]
+    assert stored[0] == stored[1] == stored[2]  # the same choice with every fold's model
     # a rerun skips finished folds; a fold without its marker resumes from last.ckpt
     (out / "fold_1" / "fit_done").unlink()
     assert main(args) == 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
-from medseg.crossval import fit_fold, out_of_fold, summarize_folds, write_splits
+from medseg.crossval import fit_fold, learn_postprocessing, out_of_fold, summarize_folds, write_splits
 from medseg.evaluation import format_table
 
 DESCRIPTION = """\
@@ -15,7 +16,10 @@ Cross-validate a training recipe: split the labelled cases of the config's datas
 per fold with `medseg fit` (fold k validates on fold k: OUT/fold_k/checkpoints/last.ckpt), segment each
 fold's held-out cases with its own model into OUT/oof/, and score them: Dice and HD95 per region or
 class, per fold and pooled over every case (OUT/metrics_per_case.csv with a fold column,
-OUT/metrics_summary.json).
+OUT/metrics_summary.json). Then it chooses post-processing on the out-of-fold predictions (removing
+connected components below a volume per region or class, relabelling a small enhancing tumour as core),
+keeping each only where it raised their mean Dice, and stores it as postprocess.json beside every
+fold's checkpoint, where `medseg predict --ckpt OUT/fold_*/checkpoints/last.ckpt` applies it.
 
 Rerun the same command after an interruption: finished folds are skipped, an interrupted fold resumes
 from its last.ckpt. Options after -- go to every `medseg fit`.
@@ -63,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"fold {fold}: mean Dice {stats['dice_mean']['mean']:.4f} over {stats['dice_mean']['n']} case(s)")
     print("pooled over all folds:\n" + format_table(summary))
     print(f"out-of-fold predictions: {out / 'oof'}\nmetrics: {out / 'metrics_per_case.csv'}")
+    fold_dirs = [out / f"fold_{k}" for k in range(args.folds)]
+    config = learn_postprocessing(cases, out / "oof", predictor.task, fold_dirs)
+    chosen = json.dumps(config) if config else "none (nothing raised the out-of-fold Dice)"
+    print(f"post-processing chosen on the out-of-fold predictions: {chosen}; stored beside each fold's checkpoint")
     return 0
 
 
