@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from medseg.commands.demo_data import main
 from medseg.data.cases import MODALITIES
-from medseg.data.demo import _CONTRAST, generate_case
+from medseg.data.demo import _CONTRAST, generate_case, generate_dataset
 from medseg.data.demo_anatomy import EDEMA, ENHANCING, NON_ENHANCING, WM
 from medseg.data.demo_hard import CHOROID, VESSEL, WM_LESION
 from medseg.data.demo_hard_render import SLICE_BLUR, edema_taper, render_hard
@@ -201,3 +203,39 @@ def test_edema_taper_crosses_its_threshold_on_the_label_boundary():
     assert all(a > b for a, b in zip(shells, shells[1:]))  # fades with distance to the core
     edema_only, _ = edema_taper(wt, np.zeros_like(wt), lesion_map, 0.4, 4.0, spacing)
     assert edema_only[radius < 3].min() == pytest.approx(1.0) and (edema_only[wt] >= 0.4 - 1e-6).all()
+
+
+def test_dataset_and_cli_write_hard_cases(tmp_path, capsys):
+    generate_dataset(tmp_path / "train", 2, seed=5, shape=SHAPE, difficulty="hard")
+    generate_dataset(tmp_path / "held_out", 1, seed=5, start_index=1, shape=SHAPE, difficulty="hard")
+    flair = "BraTS2021_00001/BraTS2021_00001_flair.nii.gz"
+    same = [nib.load(tmp_path / folder / flair).get_fdata() for folder in ("train", "held_out")]
+    np.testing.assert_array_equal(*same)  # case i from (seed, i) alone
+    truth = json.loads((tmp_path / "train" / "demo_truth.json").read_text())
+    assert all("hard" in entry and "satellite" in entry["lesions"][0] for entry in truth.values())
+
+    out = tmp_path / "cli"
+    args = ["--out", str(out), "--cases", "1", "--shape", *map(str, SHAPE)]
+    assert main([*args, "--difficulty", "hard"]) == 0
+    assert " hard " in capsys.readouterr().out
+    assert "hard" in json.loads((out / "demo_truth.json").read_text())["BraTS2021_00000"]
+    assert main([*args, "--overwrite"]) == 0  # the default: easy, as before
+    assert "hard" not in json.loads((out / "demo_truth.json").read_text())["BraTS2021_00000"]
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "ct"), "--kind", "ct", "--difficulty", "hard"])
+    assert "--kind mri only" in capsys.readouterr().err
+
+
+def test_demo_command_takes_difficulty_for_mri_only(tmp_path, capsys):
+    from medseg.commands import demo
+
+    with pytest.raises(SystemExit):
+        demo.main(["--kind", "ct", "--difficulty", "hard"])
+    assert "--kind mri only" in capsys.readouterr().err
+    assert demo.build_parser().parse_args([]).difficulty is None  # mri then generates easy cases, as before
+    root = tmp_path / "train"
+    generate_dataset(root, 1, shape=SHAPE)
+    demo._generate(root, 1, 0, 0, "easy")  # reuses what is there
+    assert "using the 1 cases" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="holds easy cases"):
+        demo._generate(root, 1, 0, 0, "hard")
