@@ -30,7 +30,7 @@ Run medseg end to end on synthetic data it generates itself (nothing is download
 --kind mri (default): BraTS-style brain-tumour MRI. Writes OUT/data/train and a held-out OUT/data/test,
   trains Swin UNETR (configs/swin_unetr_demo.yaml: feature_size 12, roi 64), segments the held-out cases
   into OUT/predictions and prints Dice and HD95 per region (TC, WT, ET). About 5 minutes on 2 CPU cores.
-  --difficulty hard: cases with weak, textured lesions, unlabelled mimics and label noise (scores drop).
+  --difficulty hard: cases with weak, textured lesions, unlabelled mimics, satellites and label noise.
 --kind ct: abdominal CT, five organs (liver, spleen, kidneys, aorta), LPS and anisotropic, MSD layout in
   OUT/data (held-out cases in imagesTs/ + labelsTs/). Runs medseg plan (OUT/plan.yaml), trains from the
   plan, segments the held-out cases and prints Dice and HD95 per organ. About 10 minutes on 2 CPU cores.""",
