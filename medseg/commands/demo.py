@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
-from medseg.data.demo import generate_dataset
+from medseg.data.demo import DIFFICULTIES, generate_dataset
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "swin_unetr_demo.yaml"
 TEST_START = 10_000  # held-out case numbers start here: never a training case
@@ -29,11 +30,17 @@ Run medseg end to end on synthetic data it generates itself (nothing is download
 --kind mri (default): BraTS-style brain-tumour MRI. Writes OUT/data/train and a held-out OUT/data/test,
   trains Swin UNETR (configs/swin_unetr_demo.yaml: feature_size 12, roi 64), segments the held-out cases
   into OUT/predictions and prints Dice and HD95 per region (TC, WT, ET). About 5 minutes on 2 CPU cores.
+  --difficulty hard: cases with weak, textured lesions, unlabelled mimics, satellites and label noise.
 --kind ct: abdominal CT, five organs (liver, spleen, kidneys, aorta), LPS and anisotropic, MSD layout in
   OUT/data (held-out cases in imagesTs/ + labelsTs/). Runs medseg plan (OUT/plan.yaml), trains from the
   plan, segments the held-out cases and prints Dice and HD95 per organ. About 10 minutes on 2 CPU cores.""",
     )
     parser.add_argument("--kind", choices=["mri", "ct"], default="mri", help="brain-tumour MRI or abdominal CT")
+    parser.add_argument(
+        "--difficulty",
+        choices=DIFFICULTIES,
+        help="mri: easy, or hard (realistic contrast and confounders; see medseg demo-data --help) (default: easy)",
+    )
     parser.add_argument("--out", default="demo_run", help="working folder (default: demo_run)")
     parser.add_argument("--cases", type=int, help=f"training cases to generate (default: 48 mri, {CT_CASES} ct)")
     parser.add_argument("--test-cases", type=int, help=f"held-out cases (default: 8 mri, {CT_TEST_CASES} ct)")
@@ -52,11 +59,16 @@ Run medseg end to end on synthetic data it generates itself (nothing is download
     return parser
 
 
-def _generate(root: Path, n: int, seed: int, start: int) -> None:
+def _generate(root: Path, n: int, seed: int, start: int, difficulty: str = "easy") -> None:
     if root.is_dir() and len(list(root.glob("BraTS2021_*"))) >= n:
+        truth = root / "demo_truth.json"
+        cases = json.loads(truth.read_text()).values() if truth.exists() else []
+        found = "hard" if any("hard" in case for case in cases) else "easy"  # hard cases record their knobs
+        if found != difficulty:
+            raise SystemExit(f"medseg demo: error: {root} holds {found} cases, not {difficulty}; choose another --out")
         print(f"using the {n} cases already in {root}")
         return
-    generate_dataset(root, n, seed=seed, start_index=start)
+    generate_dataset(root, n, seed=seed, start_index=start, difficulty=difficulty)
 
 
 def _logger_args(args: argparse.Namespace, run_dir: Path) -> list[str]:
@@ -135,13 +147,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kind == "ct":
         return run_ct(args)
+    difficulty = args.difficulty or "easy"
     out = Path(args.out)
     train_dir, test_dir, run_dir = out / "data" / "train", out / "data" / "test", out / "run"
     timings = {}
 
     start = time.perf_counter()
-    _generate(train_dir, args.cases or 48, args.seed, 0)
-    _generate(test_dir, args.test_cases or 8, args.seed, TEST_START)
+    _generate(train_dir, args.cases or 48, args.seed, 0, difficulty)
+    _generate(test_dir, args.test_cases or 8, args.seed, TEST_START, difficulty)
     timings["demo-data"] = time.perf_counter() - start
 
     fit_args = [
@@ -176,4 +189,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.kind == "ct" and args.difficulty is not None:
+        parser.error("--difficulty applies to --kind mri only")
+    return run(args)

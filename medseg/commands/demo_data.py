@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from medseg.data.demo import LAYOUTS, generate_dataset, holds_cases
+from medseg.data.demo import DIFFICULTIES, LAYOUTS, generate_dataset, holds_cases
 from medseg.data.demo_ct import CT_LAYOUTS, generate_ct_dataset
 
 KIND_LAYOUTS = {"mri": tuple(sorted(LAYOUTS)), "ct": CT_LAYOUTS}  # the first of each is its default
@@ -19,6 +19,7 @@ MRI_ONLY = {
     "p_enhancing": ("--p-enhancing", 1.0),
     "p_necrosis": ("--p-necrosis", 0.8),
     "with_skull": ("--with-skull", False),
+    "difficulty": ("--difficulty", "easy"),
 }
 
 
@@ -34,6 +35,10 @@ Write synthetic cases for trying medseg without downloading anything: BraTS-styl
 mri: each case is a head (scalp, skull, CSF, grey and white matter, ventricles) with one or more
 tumours: edema (label 2) around a core with an enhancing rim (4, or 3 in BraTS 2023) and a necrotic
 centre (1). Lesion metadata (centre, hemisphere, lobe, volumes, bounding box) goes to OUT/demo_truth.json.
+--difficulty hard draws the same heads and tumours, then makes them look like real scans: weak, variable,
+textured lesions whose edema fades past its label; unlabelled enhancing vessels, choroid plexus and
+white-matter hyperintensities; small labelled satellite lesions; thick-slice blur, a strong bias field,
+Rician noise and about a voxel of label-boundary noise. Each case's draws go to demo_truth.json ("hard").
 
 ct: each case is an abdomen in Hounsfield units (int16; air -1000) with spine, ribs, bowel and labels
 1 liver, 2 spleen, 3 right kidney, 4 left kidney, 5 aorta, in a non-contrast, arterial or portal venous
@@ -51,10 +56,11 @@ layouts:
   btcv       (ct)  the same files with OUT/dataset_0.json (MONAI's BTCV datalist), about 20 % of the
                    training cases listed under "validation"
 
---lesions, --shape, --spacing, --p-enhancing, --p-necrosis and --with-skull apply to --kind mri only;
-giving one with --kind ct is an error.""",
+--lesions, --shape, --spacing, --p-enhancing, --p-necrosis, --with-skull and --difficulty apply to
+--kind mri only; giving one with --kind ct is an error.""",
         epilog="examples: medseg demo-data --out data/demo --cases 24 && "
         "medseg demo-data --out data/demo_test --cases 6 --start-index 1000; "
+        "medseg demo-data --out data/hard --cases 24 --difficulty hard; "
         "medseg demo-data --kind ct --out data/ct --cases 24 --held-out 6 --layout btcv",
     )
     add = parser.add_argument
@@ -76,6 +82,11 @@ giving one with --kind ct is an error.""",
     add("--p-enhancing", type=float, help="mri: probability a lesion enhances (default: 1.0)")
     add("--p-necrosis", type=float, help="mri: probability of a necrotic centre (default: 0.8)")
     add("--with-skull", action="store_true", default=None, help="mri: keep scalp and skull (default: skull-stripped)")
+    add(
+        "--difficulty",
+        choices=DIFFICULTIES,
+        help="mri: easy, or hard: realistic contrast and confounders (default: easy)",
+    )
     add("--overwrite", action="store_true", help="write into a folder that already holds cases")
     args = parser.parse_args(argv)
 
@@ -124,8 +135,10 @@ def _write_mri(args: argparse.Namespace) -> int:
         p_enhancing=args.p_enhancing,
         p_necrosis=args.p_necrosis,
         skull_stripped=not args.with_skull,
+        difficulty=args.difficulty,
     )
-    print(f"wrote {len(folders)} {args.layout} cases to {args.out.resolve()}")
+    hard = " hard" if args.difficulty == "hard" else ""
+    print(f"wrote {len(folders)}{hard} {args.layout} cases to {args.out.resolve()}")
     print(f"lesion metadata: {(args.out / 'demo_truth.json').resolve()}")
     return 0
 

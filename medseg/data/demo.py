@@ -13,7 +13,10 @@ resolution, so that tests, the end-to-end demo and the detection / image-report 
 - geometry: the arrays are stored as BraTS files are, x and y flipped (LPS-like, ``aff2axcodes`` gives
   ``('L', 'P', 'S')``), with anisotropic spacing, a rotation of a few degrees and a non-zero origin. The
   head is upright in world (RAS mm) space with its midline on the plane x = 0, so a lesion with world
-  x > 0 lies in the patient's right hemisphere.
+  x > 0 lies in the patient's right hemisphere;
+- ``difficulty="hard"``: the same heads and tumours made to look like real scans (weak, variable, textured
+  lesions with fading edema, unlabelled mimics, labelled satellites, thick-slice blur, strong bias, Rician
+  noise, label-boundary noise): :mod:`medseg.data.demo_hard`, :mod:`medseg.data.demo_hard_render`.
 
 Labels follow BraTS 2021 in memory (1 necrotic / non-enhancing core, 2 edema, 4 enhancing);
 :func:`write_case` writes BraTS 2021 or BraTS 2023 (ET = 3) files.
@@ -44,6 +47,7 @@ from medseg.data.demo_anatomy import (
     smooth_field,
     world_grid,
 )
+from medseg.data.demo_hard import harden
 from medseg.data.labels import BRATS2021, get_convention
 from medseg.io import write_atomic
 
@@ -74,6 +78,7 @@ LAYOUTS = {
 
 _REF_HEAD_MM = (75.0, 86.0, 72.0)  # head semi-axes (LR, AP, SI) in mm at the default shape and spacing
 _MIN_SHAPE = 32
+DIFFICULTIES = ("easy", "hard")
 
 
 @dataclass
@@ -87,6 +92,9 @@ class DemoCase:
         affine: float64 [4, 4], voxel index -> world RAS mm (nibabel convention), shared by all arrays.
         lesions: one JSON-serialisable dict per lesion, see :func:`generate_case`.
         tissue: uint8 [X, Y, Z], index into ``TISSUES`` (ground-truth anatomy; not written to disk).
+        mimics: hard mode only: uint8 [X, Y, Z], index into ``demo_hard.MIMICS`` (unlabelled vessels, choroid
+            plexus, white-matter lesions; not written to disk).
+        knobs: hard mode only: this case's draws (blur axis and sigma, bias, noise, taper, ...), JSON-ready.
     """
 
     case_id: str
@@ -95,6 +103,8 @@ class DemoCase:
     affine: np.ndarray
     lesions: list[dict]
     tissue: np.ndarray | None = None
+    mimics: np.ndarray | None = None
+    knobs: dict | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -111,6 +121,7 @@ def generate_case(
     p_enhancing: float = 1.0,
     p_necrosis: float = 0.8,
     skull_stripped: bool = True,
+    difficulty: str = "easy",
 ) -> DemoCase:
     """Draw one case; the same ``seed`` (an int or a tuple of ints) always gives the same arrays.
 
@@ -126,6 +137,10 @@ def generate_case(
             the probability that it has a non-enhancing core (also label 1 in BraTS) besides edema.
         skull_stripped: zero every voxel outside the brain, as BraTS distributes its scans; False keeps
             scalp, skull and the outer CSF layer.
+        difficulty: ``easy`` (uniform tissue classes, strong contrast) or ``hard``: the same head and tumours
+            (the same draws come first), then labelled satellite lesions, unlabelled mimics, weak textured
+            lesions with fading edema, thick-slice blur, a strong bias field, Rician noise and about a voxel
+            of label-boundary noise (:mod:`medseg.data.demo_hard`, :mod:`medseg.data.demo_hard_render`).
 
     Each entry of ``lesions`` holds: ``centre_voxel`` (WT centroid, array index), ``centre_mm`` (the same
     point in world RAS mm), ``hemisphere`` (``left``/``right``, from the sign of world x: x > 0 is the
@@ -133,7 +148,9 @@ def generate_case(
     position), ``volume_ml`` (whole tumour), ``core_volume_ml`` (TC), ``enhancing_volume_ml``,
     ``necrotic_volume_ml``, ``edema_volume_ml``, ``enhancing`` and ``necrotic`` (bool: label 4 / label 1
     present), ``edema_extent`` (edema share of the whole tumour: ``minimal`` < 0.45 <= ``moderate`` < 0.75
-    <= ``extensive``) and ``bbox_voxel`` ``{"min": [x, y, z], "max": [x, y, z]}`` (inclusive indices).
+    <= ``extensive``) and ``bbox_voxel`` ``{"min": [x, y, z], "max": [x, y, z]}`` (inclusive indices). Hard
+    mode adds ``satellite`` (bool) and ``contrast`` (``enhancing_t1ce``, ``edema_flair``, ``edema_t2``,
+    ``edema_t1``: intensity / white matter before texture, blur, bias and noise).
 
     Raises:
         ValueError: on a bad argument, or when the lesions asked for do not fit the volume apart.
@@ -146,6 +163,8 @@ def generate_case(
     for name, p in (("p_enhancing", p_enhancing), ("p_necrosis", p_necrosis)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {p}")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
     lo, hi = (n_lesions, n_lesions) if np.isscalar(n_lesions) else tuple(n_lesions)
     if not 0 <= lo <= hi:
         raise ValueError(f"n_lesions must be an int >= 0 or a range (min, max) with min <= max, got {n_lesions}")
@@ -158,13 +177,24 @@ def generate_case(
     tissue, brain = anatomy(rng, pos, semi, scale, spacing)  # [X, Y, Z] uint8, bool
 
     count = int(rng.integers(lo, hi + 1))
+    base = tissue
     label, lesion_map, tissue = add_lesions(rng, count, p_enhancing, p_necrosis, tissue, brain, spacing, scale)
-    images = _render(rng, tissue, spacing)
+    brain_semi = semi - 13.5 * scale  # inside the scalp, skull and CSF layers
+    if difficulty == "hard":
+        hard = harden(rng, count, base, label, lesion_map, tissue, brain, pos, spacing, scale, _CONTRAST)
+        images, label, lesion_map = hard["images"], hard["label"], hard["lesion_map"]
+    else:
+        images = _render(rng, tissue, spacing)
     if skull_stripped:
         images = {name: np.where(brain, image, 0).astype(np.float32) for name, image in images.items()}
-    brain_semi = semi - 13.5 * scale  # inside the scalp, skull and CSF layers
-    lesions = [describe(lesion_map == n, label, affine, head_world, brain_semi, spacing) for n in range(1, count + 1)]
-    return DemoCase(case_id, images, label, affine, lesions, tissue)
+    where = (label, affine, head_world, brain_semi, spacing)
+    if difficulty == "easy":
+        lesions = [describe(lesion_map == n, *where) for n in range(1, count + 1)]
+        return DemoCase(case_id, images, label, affine, lesions, tissue)
+    numbers = [n for n in range(1, int(lesion_map.max()) + 1) if (lesion_map == n).any()]
+    extra = {n: {"satellite": n in hard["satellites"], "contrast": hard["lesion_contrast"][n]} for n in numbers}
+    lesions = [describe(lesion_map == n, *where) | extra[n] for n in numbers]
+    return DemoCase(case_id, images, label, affine, lesions, tissue, hard["mimics"], hard["knobs"])
 
 
 def write_case(case: DemoCase, root: str | os.PathLike, layout: str = "brats2021") -> Path:
@@ -215,7 +245,8 @@ def generate_dataset(
     ``start_index`` (or ``seed``) never repeats a training case, and case ``i`` is the same whatever
     ``n_cases`` was. Also writes ``root/demo_truth.json``, ``{case_id: {"lesions": [...], "affine":
     [[4 x 4]], "spacing": [3]}}``, merged into the file a previous run left there. ``case_kwargs`` go to
-    :func:`generate_case` (``shape``, ``spacing``, ``n_lesions``, ``p_enhancing``, ``p_necrosis``).
+    :func:`generate_case` (``shape``, ``spacing``, ``n_lesions``, ``p_enhancing``, ``p_necrosis``,
+    ``skull_stripped``, ``difficulty``); a hard case's entry also holds ``"hard"``: its knobs.
     """
     spec = _layout(layout)
     if n_cases < 0 or seed < 0 or start_index < 0:
@@ -229,6 +260,8 @@ def generate_dataset(
         case = generate_case(spec["case_id"].format(index=index), seed=(seed, index), **case_kwargs)
         folders.append(write_case(case, root, layout))
         truth[case.case_id] = {"lesions": case.lesions, "affine": case.affine.tolist(), "spacing": list(case.spacing)}
+        if case.knobs is not None:
+            truth[case.case_id]["hard"] = case.knobs
     write_atomic(truth_path, json.dumps(truth, indent=1))
     return folders
 
