@@ -22,6 +22,8 @@ spacing is along R, A, S (the datamodule reorients to RAS before it resamples).
   configs/swin_unetr_brats.yaml).
 - Validation: off on CPU (every case trains, ``limit_val_batches: 0``, as the demo); on GPU 20 % of the
   cases held out and validated every ``min(1000, max_steps // 10)`` steps.
+- Augmentation: nnU-Net's (``augment: nnunet``, :mod:`medseg.data.augment`): rotation, scaling, noise,
+  blur, brightness, contrast, low resolution, gamma, and mirroring for a regions task.
 - Cache: cases after preprocessing held in memory when the estimate (the median-shaped cases, image and
   target float32) fits 8 GiB (CPU) / 32 GiB (GPU), else reloaded each time (``cache: none``).
 - CT channels without a window get nnU-Net's: the 0.5-99.5th percentile of the labelled foreground, its
@@ -198,6 +200,7 @@ def plan(
         "task": task_dict,
         "roi_size": roi,
         "pixdim": [_short(s) for s in spacing] if needs_resampling(spacings, spacing) else None,
+        "augment": "nnunet",
         "val_fraction": 0.2 if gpu else 0.0,
         "batch_size": 2 if gpu and memory >= BATCH_2_GIB else 1,
         "num_workers": 4 if gpu else 0,

@@ -56,7 +56,7 @@ class StepTimer(Callback):
 
 def plain_loop(data_dir: Path, steps: int, feature_size: int, roi: int) -> list[float]:
     torch.manual_seed(0)
-    dm = BratsDataModule(str(data_dir), roi_size=(roi,) * 3, val_fraction=0.0)
+    dm = BratsDataModule(str(data_dir), roi_size=(roi,) * 3, val_fraction=0.0, augment="light")  # as the config
     dm.setup("fit")
     loader = dm.train_dataloader()
     net = SwinUNETR(in_channels=4, out_channels=3, feature_size=feature_size)

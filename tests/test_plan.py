@@ -192,7 +192,7 @@ def test_plan_for_ct_on_cpu(ct_fingerprint, ct_data):
     net = model["net"]["init_args"]
     assert net == {"in_channels": 1, "out_channels": 3, "feature_size": 12, "use_checkpoint": False}
     assert model["roi_size"] == data["roi_size"] == [32, 32, 64]  # tiny cases: one side 64
-    assert data["pixdim"] == pytest.approx([0.8, 0.8, 2.65])
+    assert data["pixdim"] == pytest.approx([0.8, 0.8, 2.65]) and data["augment"] == "nnunet"
     assert data["data_dir"] == str(ct_data) and data["task"]["classes"] == ["organ", "lesion"]
     [channel] = data["task"]["channels"]
     stats = fingerprint["channels"][0]
@@ -269,3 +269,4 @@ def test_lightning_parses_the_plan(ct_fingerprint, ct_data, tmp_path, monkeypatc
     parsed = yaml.safe_load(capsys.readouterr().out)
     assert parsed["model"]["init_args"]["roi_size"] == config["model"]["init_args"]["roi_size"]
     assert parsed["trainer"]["max_steps"] == config["trainer"]["max_steps"]
+    assert parsed["data"]["init_args"]["augment"] == "nnunet"

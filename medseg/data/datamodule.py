@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from monai.transforms import Compose
 
+from medseg.data.augment import augment_spec
 from medseg.data.base import CaseDataModule, StepSeededDataset, StepSeededSampler
 from medseg.data.transforms import eval_transforms, train_transforms
 
@@ -42,6 +43,7 @@ class SegmentationDataModule(CaseDataModule):
         roi_size: tuple[int, int, int] = (96, 96, 96),
         pixdim: tuple[float, float, float] | None = None,
         pos_fraction: float = 0.5,
+        augment: str | dict[str, Any] = "nnunet",
         batch_size: int = 1,
         num_workers: int = 0,
         cache: Literal["none", "memory", "disk"] = "memory",
@@ -68,6 +70,10 @@ class SegmentationDataModule(CaseDataModule):
             roi_size: training crop size [X, Y, Z]; Swin UNETR needs multiples of 32.
             pixdim: resample to this voxel spacing in mm; None keeps the native grid.
             pos_fraction: share of training crops centred on labelled voxels (classes: shared equally).
+            augment: training augmentation (``medseg.data.augment``): ``nnunet`` (nnU-Net's rotation, scaling,
+                noise, blur, brightness, contrast, low resolution, gamma, mirroring), ``light`` (flips and
+                intensity jitter: what training had before) or ``none``; or a dict overriding single entries,
+                ``{preset: nnunet, elastic: {prob: 0.2}, mirror: {prob: 0}}``.
             batch_size: training crops per step.
             num_workers: DataLoader worker processes (0 loads in the main process).
             cache: ``memory`` (CacheDataset), ``disk`` (PersistentDataset in ``cache_dir``) or ``none``:
@@ -77,12 +83,13 @@ class SegmentationDataModule(CaseDataModule):
                 (a function of the step: a resumed fit sees what an uninterrupted one would).
         """
         super().__init__()
+        augment_spec(augment)  # a misspelt entry fails here, before any data is read
 
     def transform(self, train: bool) -> Compose:
         """Training: preprocessing + random ``roi_size`` crops and augmentation; else preprocessing only."""
         h = self.hparams
         if train:
-            return train_transforms(self.task, h.roi_size, h.pixdim, h.pos_fraction)
+            return train_transforms(self.task, h.roi_size, h.pixdim, h.pos_fraction, h.augment)
         return eval_transforms(self.task, h.pixdim)
 
 

@@ -11,8 +11,9 @@ path (+ "channel_order"), "label": path | None}``. Out comes:
   class indices [1, X, Y, Z] (0 background, i the i-th class) for a classes task.
 
 Training adds a random ``roi_size`` crop (regions: ``pos_fraction`` of the crops centred on a labelled voxel;
-classes: every class equally often, MONAI's RandCropByLabelClassesd), flips (regions only: a classes task
-may tell left from right) and intensity jitter.
+classes: every class equally often, MONAI's RandCropByLabelClassesd) and the augmentation ``augment`` names
+(:mod:`medseg.data.augment`: nnU-Net's by default; ``light``, flips and intensity jitter, is what training
+had before).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import (
+    BorderPadd,
     Compose,
     CropForegroundd,
     EnsureTyped,
@@ -33,14 +35,12 @@ from monai.transforms import (
     Orientationd,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
-    RandFlipd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     Spacingd,
     SpatialPadd,
     Transform,
 )
 
+from medseg.data.augment import augment_spec, augmentations, crop_size
 from medseg.data.labels import LabelToRegionsd
 from medseg.errors import CaseError
 from medseg.io import SimpleITKReader, check_case_files, is_nifti
@@ -215,37 +215,44 @@ def train_transforms(
     roi_size: Sequence[int],
     pixdim: Sequence[float] | None = None,
     pos_fraction: float = 0.5,
+    augment: str | Mapping = "nnunet",
 ) -> Compose:
-    """Preprocessing + a random ``roi_size`` crop, flips (regions tasks), intensity jitter (module docstring)."""
+    """Preprocessing + a random ``roi_size`` crop + ``augment`` (:mod:`medseg.data.augment`; module docstring).
+
+    With rotation or scaling the crop is ``crop_size`` (larger than the roi) around the centre the roi crop
+    would have had: the volume is first padded by the difference, after the cache (a nested ``Compose``
+    counts as random), so cached volumes keep their size and the crop centres their distribution.
+    """
     task = get_task(task)
     keys = ["image", "label"]
+    spec = augment_spec(augment)
+    size = crop_size(spec, roi_size)
     if task.kind == "regions":
         crop = RandCropByPosNegLabeld(
             keys=keys,
             label_key="label",
-            spatial_size=roi_size,
+            spatial_size=size,
             pos=pos_fraction,
             neg=1.0 - pos_fraction,
             num_samples=1,
             image_key="image",
             image_threshold=0.0,
         )
-        flips = [RandFlipd(keys=keys, prob=0.5, spatial_axis=axis) for axis in range(3)]
     else:
         k = len(task.classes)
         ratios = [1.0 - pos_fraction, *[pos_fraction / k] * k]  # background, then every class alike
         crop = RandCropByLabelClassesd(
-            keys=keys, label_key="label", spatial_size=roi_size, ratios=ratios, num_classes=k + 1, warn=False
+            keys=keys, label_key="label", spatial_size=size, ratios=ratios, num_classes=k + 1, warn=False
         )
-        flips = []  # left and right organs are different classes
+    if tuple(size) != tuple(roi_size):
+        margin = [(c - r + 1) // 2 for c, r in zip(size, roi_size)]
+        crop = Compose([BorderPadd(keys=keys, spatial_border=margin), crop])
     return Compose(
         [
             *preprocessing(task, pixdim, with_label=True),
             SpatialPadd(keys=keys, spatial_size=roi_size),
             crop,
-            *flips,
-            RandScaleIntensityd(keys="image", factors=0.1, prob=1.0),
-            RandShiftIntensityd(keys="image", offsets=0.1, prob=1.0),
+            *augmentations(spec, task, roi_size),
             EnsureTyped(keys=keys, track_meta=False),
         ]
     )

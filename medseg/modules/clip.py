@@ -55,7 +55,8 @@ class ClipModule(pl.LightningModule):
             lr: peak AdamW learning rate.
             weight_decay: AdamW weight decay (not on biases, norms, embeddings' 1-D parameters or the temperature).
             warmup_steps: linear warm-up in optimizer steps, or a fraction of all steps if < 1; cosine decay to 0
-                after it, ending at ``trainer.max_steps`` (see ``medseg.modules.schedule.warmup_cosine``).
+                after it, ending at ``trainer.max_steps`` or where ``trainer.max_time`` runs out
+                (``medseg.modules.schedule``).
             init_temperature: starting softmax temperature (scale 1/0.07 as CLIP).
             max_logit_scale: the scale is clamped at this value (100).
             learn_temperature: learn the temperature (else fixed).

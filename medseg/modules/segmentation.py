@@ -65,7 +65,8 @@ class SegmentationModule(pl.LightningModule):
             lr: peak AdamW learning rate.
             weight_decay: AdamW weight decay.
             warmup_steps: linear warm-up length in optimizer steps, or as a fraction of all steps if < 1;
-                cosine decay to 0 after it.
+                cosine decay to 0 after it, at ``trainer.max_steps`` or where ``trainer.max_time`` runs out
+                (``medseg.modules.schedule``).
             dice_weight: weight of the soft Dice term of the loss.
             bce_weight: weight of the cross-entropy term (binary for regions, softmax for classes).
             sw_batch_size: windows per forward in sliding-window inference.

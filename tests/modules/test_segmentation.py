@@ -77,22 +77,3 @@ def test_loss_and_training_step_on_a_small_crop():
     loss = module.training_step(batch, 0)
     loss.backward()
     assert torch.isfinite(loss) and module.net.weight.grad is not None
-
-
-def test_schedule_with_only_max_time_warms_up_then_stays_constant():
-    from types import SimpleNamespace
-
-    from medseg.modules.schedule import warmup_cosine
-
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    trainer = SimpleNamespace(estimated_stepping_batches=float("inf"))  # max_time only
-    with pytest.warns(UserWarning, match="max_steps"):
-        scheduler = warmup_cosine(optimizer, trainer, warmup_steps=4)["lr_scheduler"]["scheduler"]
-    lrs = []
-    for _ in range(8):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert lrs == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0]
-    finite = warmup_cosine(optimizer, SimpleNamespace(estimated_stepping_batches=10), warmup_steps=0.2)
-    assert finite["lr_scheduler"]["scheduler"].t_total == 10
