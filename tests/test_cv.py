@@ -47,6 +47,9 @@ def test_cv_end_to_end_and_resumable(tmp_path, capsys):
     assert "post-processing chosen on the out-of-fold predictions" in printed
     stored = [json.loads((out / f"fold_{k}" / "checkpoints" / "postprocess.json").read_text()) for k in range(3)]
     assert stored[0] == stored[1] == stored[2]  # the same choice with every fold's model
+    ckpts = [str(out / f"fold_{k}" / "checkpoints" / "last.ckpt") for k in range(3)]
+    assert main(["predict", str(data), "--ckpt", *ckpts, "--out", str(tmp_path / "ensemble")]) == 0  # one task
+    assert len(list((tmp_path / "ensemble").glob("*.nii.gz"))) == 3
     # a rerun skips finished folds; a fold without its marker resumes from last.ckpt
     (out / "fold_1" / "fit_done").unlink()
     assert main(args) == 0

@@ -21,6 +21,10 @@ connected components below a volume per region or class, relabelling a small enh
 keeping each only where it raised their mean Dice, and stores it as postprocess.json beside every
 fold's checkpoint, where `medseg predict --ckpt OUT/fold_*/checkpoints/last.ckpt` applies it.
 
+Every fold trains with the same task (CT statistics, where the config has none, measured once on fold
+0's training cases), so the fold models can be averaged: medseg predict --ckpt OUT/fold_*/checkpoints/
+last.ckpt --tta.
+
 Rerun the same command after an interruption: finished folds are skipped, an interrupted fold resumes
 from its last.ckpt. Options after -- go to every `medseg fit`.
 
@@ -53,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     datamodule.setup("fit")
     cases = datamodule.splits["train"] + datamodule.splits["val"]
     assigned = write_splits(cases, args.folds, datamodule.hparams.seed, out / "splits.json")
+    # one task for every fold (CT statistics measured once), so that the fold models form an ensemble
+    base += ["--data.init_args.task", json.dumps(datamodule.task.to_dict())]
     print(f"{len(cases)} labelled cases in {args.folds} folds: {out / 'splits.json'}")
 
     rows = []
