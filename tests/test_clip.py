@@ -318,7 +318,7 @@ def demo_pairs(tmp_path_factory) -> Path:
 def test_demo_reports_describe_their_own_case(demo_pairs):
     from medseg.data.reports import read_pairs
 
-    truth = json.loads((demo_pairs / "train" / "demo_truth.json").read_text())
+    truth = json.loads((demo_pairs / "train" / "demo_truth.json").read_text(encoding="utf-8"))
     pairs = read_pairs(demo_pairs / "train" / "reports.jsonl")
     assert sorted(p["case_id"] for p in pairs) == sorted(truth)
     for pair in pairs:
@@ -396,7 +396,7 @@ def test_cli_fit_tiny_then_zero_shot(demo_pairs, tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 2
     assert (run / "checkpoints" / "tokenizer.json").is_file()
-    metrics = (next(run.rglob("metrics.csv"))).read_text().splitlines()[0]
+    metrics = (next(run.rglob("metrics.csv"))).read_text(encoding="utf-8").splitlines()[0]
     for name in (
         "train/loss",
         "val/i2t_recall@1",
@@ -442,4 +442,4 @@ def test_lightning_ddp_fit_with_two_cpu_processes(demo_pairs, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
-    assert "val/i2t_recall@1" in next(run.rglob("metrics.csv")).read_text()
+    assert "val/i2t_recall@1" in next(run.rglob("metrics.csv")).read_text(encoding="utf-8")

@@ -38,7 +38,7 @@ def test_clip_demo_recipe_learns_above_chance(tmp_path, monkeypatch):
         str(tmp_path / "r.json"),
     ]
     assert script.main(args) == 0
-    results = json.loads((tmp_path / "r.json").read_text())
+    results = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     # Measured on this recipe (2 CPU cores, torch 2.13): R@10 0.44 / 0.47 (chance 10/32 = 0.31), hemisphere
     # AUROC 0.84. The bounds keep a margin for other CPUs' rounding; a collapsed model scores chance.
     chance_at_10 = 10 / results["n"]

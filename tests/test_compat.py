@@ -46,7 +46,7 @@ def test_checkpoint_written_before_the_move_loads_and_predicts(tmp_path):
     from medseg.inference.checkpoint import load_checkpoint
     from medseg.modules.segmentation import SegmentationModule
 
-    legacy = json.loads(FIXTURE.read_text())
+    legacy = json.loads(FIXTURE.read_text(encoding="utf-8"))
     hparams = legacy["hyper_parameters"]
     assert hparams["net"]["class_path"] == "medseg.nets.SwinUNETR"  # what the old file holds
     torch.manual_seed(0)

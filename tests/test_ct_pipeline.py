@@ -74,7 +74,7 @@ def test_fit_predict_evaluate_ct(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(out), "--label", str(data / "labelsTr")]) in (0, 1)
     table = capsys.readouterr().out
     assert "liver" in table and "spleen" in table
-    header = (out / "metrics_per_case.csv").read_text().splitlines()[0]
+    header = (out / "metrics_per_case.csv").read_text(encoding="utf-8").splitlines()[0]
     assert "dice_liver" in header and "dice_spleen" in header and "hd95_spleen" in header
 
 

@@ -37,15 +37,16 @@ def test_cv_end_to_end_and_resumable(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "fold 2: fit trained" in printed and "pooled over all folds" in printed and "WT" in printed
-    splits = json.loads((out / "splits.json").read_text())
+    splits = json.loads((out / "splits.json").read_text(encoding="utf-8"))
     assert sorted(c for fold in splits["folds"] for c in fold) == sorted(p.name for p in data.iterdir() if p.is_dir())
     assert sorted(p.name for p in (out / "oof").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in sorted(
         c for fold in splits["folds"] for c in fold)]  # fmt: skip
-    summary = json.loads((out / "metrics_summary.json").read_text())
+    summary = json.loads((out / "metrics_summary.json").read_text(encoding="utf-8"))
     assert summary["n_cases"] == 3 and set(summary["folds"]) == {"0", "1", "2"}
-    assert "fold" in (out / "metrics_per_case.csv").read_text().splitlines()[0]
+    assert "fold" in (out / "metrics_per_case.csv").read_text(encoding="utf-8").splitlines()[0]
     assert "post-processing chosen on the out-of-fold predictions" in printed
-    stored = [json.loads((out / f"fold_{k}" / "checkpoints" / "postprocess.json").read_text()) for k in range(3)]
+    stored = [(out / f"fold_{k}" / "checkpoints" / "postprocess.json").read_text(encoding="utf-8") for k in range(3)]
+    stored = [json.loads(text) for text in stored]
     assert stored[0] == stored[1] == stored[2]  # the same choice with every fold's model
     ckpts = [str(out / f"fold_{k}" / "checkpoints" / "last.ckpt") for k in range(3)]
     assert main(["predict", str(data), "--ckpt", *ckpts, "--out", str(tmp_path / "ensemble")]) == 0  # one task

@@ -285,7 +285,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 def truth_world_boxes(root: Path) -> dict[str, np.ndarray]:
     """World boxes of the demo's own lesion bounding boxes (original LPS grid, inclusive indices)."""
-    truth = json.loads((root / "demo_truth.json").read_text())
+    truth = json.loads((root / "demo_truth.json").read_text(encoding="utf-8"))
     out = {}
     for case_id, t in truth.items():
         voxel = np.array(
@@ -360,7 +360,7 @@ def test_predict_boxes_in_world_mm_and_mask_on_input_grid(demo_data, tmp_path):
     out = tmp_path / "boxes"
     written, failures = predict_boxes(BoxDetector(module, (32, 32, 32), device="cpu"), [case], out, mask_score=0.5)
     assert failures == [] and [p.name for p in written] == ["BraTS2021_00500.json"]
-    result = json.loads(written[0].read_text())
+    result = json.loads(written[0].read_text(encoding="utf-8"))
     assert result["space"] == "RAS" and len(result["boxes"]) == 2
     predicted = np.array([b["box_mm"] for b in result["boxes"]])
     expected = truth_world_boxes(demo_data / "test")["BraTS2021_00500"]
@@ -395,7 +395,7 @@ def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
     assert main(args) == 0
     ckpt = run / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 3  # stopped mid-epoch, after validation
-    metrics = (run / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    metrics = (run / "lightning_logs" / "version_0" / "metrics.csv").read_text(encoding="utf-8").splitlines()[0]
     for name in (
         "train/loss_ce",
         "train/loss_bbox",
@@ -412,7 +412,7 @@ def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
         main(["detect", str(demo_data / "test"), "--ckpt", str(ckpt), "--out", str(out), "--mask", "--min-score", "0"])
         == 0
     )
-    result = json.loads((out / "BraTS2021_00500.json").read_text())
+    result = json.loads((out / "BraTS2021_00500.json").read_text(encoding="utf-8"))
     assert len(result["boxes"]) == 8 and all(len(b["box_mm"]) == 6 for b in result["boxes"])
     assert (out / "BraTS2021_00500_boxes.nii.gz").exists()
     assert "wrote 1 box file" in capsys.readouterr().out

@@ -94,7 +94,8 @@ def test_csv_matches_hand_computed_values(flat):
     assert summary["dice_et"] == pytest.approx({"mean": 7 / 15, "std": 7 / 15, "median": 7 / 15, "n": 2})
     assert summary["hd95_et"]["mean"] == pytest.approx((1.3 + HD95_PENALTY_MM) / 2)
     assert (summary["n_cases"], summary["n_missing"], summary["missing"]) == (2, 0, [])
-    assert json.loads((flat / "preds" / "metrics_summary.json").read_text()) == summary  # floats round-trip exactly
+    written = (flat / "preds" / "metrics_summary.json").read_text(encoding="utf-8")
+    assert json.loads(written) == summary  # floats round-trip exactly
     assert not [p for p in (flat / "preds").iterdir() if p.name.endswith(".tmp")]
 
 
@@ -155,7 +156,7 @@ def test_missing_prediction_is_listed_and_exits_1(flat, capsys):
     assert "1 MISSING" in out and "case_b" in out
     assert "ignored 1 prediction(s) without a label: stray" in out
     assert "1 labelled case(s) have no prediction: case_b" in err
-    summary = json.loads((flat / "preds" / "metrics_summary.json").read_text())
+    summary = json.loads((flat / "preds" / "metrics_summary.json").read_text(encoding="utf-8"))
     assert (summary["n_cases"], summary["n_missing"], summary["missing"]) == (1, 1, ["case_b"])
 
 

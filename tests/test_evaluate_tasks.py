@@ -82,7 +82,7 @@ def test_organ_classes_from_dataset_json_beside_labels_ts(organs, capsys):
     assert summary["task"]["classes"] == list(ORGANS.values()) and summary["task"]["channels"][0]["kind"] == "CT"
     assert summary["convention"] == summary["task"]["name"] == "Abdomen"
     assert str((organs / "DATA" / "dataset.json").resolve()) in summary["task_source"]
-    assert json.loads((organs / "out" / "metrics_summary.json").read_text()) == summary
+    assert json.loads((organs / "out" / "metrics_summary.json").read_text(encoding="utf-8")) == summary
 
     assert medseg_main(["evaluate", "--pred", str(organs / "preds"), "--label", str(organs / "DATA" / "labelsTs"),
                         "--out", str(organs / "o2"), "--no-hd95"]) == 0  # fmt: skip

@@ -66,9 +66,9 @@ def test_predict_report_writes_overlays_and_html(tmp_path, monkeypatch):
     assert predict.main([str(tmp_path / "cases"), "--ckpt", "x.ckpt", "--out", str(out), "--report"]) == 0
     png = out / "report" / "BraTS2021_00012.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = (out / "report" / "index.html").read_text()
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
     assert "BraTS2021_00012.png" in page and "Region volumes" in page
-    (row,) = json.loads((out / "report" / "cases.json").read_text())
+    (row,) = json.loads((out / "report" / "cases.json").read_text(encoding="utf-8"))
     voxel_ml = abs(np.linalg.det(LPS_AFFINE[:3, :3])) / 1000
     assert row["WT"] == pytest.approx((label > 0).sum() * voxel_ml, rel=1e-5)  # ml
     assert row["ET"] == pytest.approx((label == 4).sum() * voxel_ml, rel=1e-5)

@@ -230,14 +230,14 @@ def test_cli_lesion_wise_end_to_end(tmp_path, capsys):
     direct = lesion_metrics(*masks, (1.0, 1.0, 1.5), task.outputs)
     for key, value in direct.items():
         assert float(a[key]) == pytest.approx(value, rel=1e-5, abs=1e-6)  # the CSV keeps 6 digits
-    summary = json.loads((tmp_path / "preds" / "metrics_summary.json").read_text())
+    summary = json.loads((tmp_path / "preds" / "metrics_summary.json").read_text(encoding="utf-8"))
     assert summary["lesion_dice_wt"]["mean"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-6)
     assert summary["lesion_wise"]["library"].startswith("panoptica ")
 
     assert medseg_main(base + ["brats2023"]) == 0  # without the flag: no lesion columns, no lesion summary
     out = capsys.readouterr().out
     assert "lesion Dice" not in out and "lesions found" not in out
-    assert "lesion" not in (tmp_path / "preds" / "metrics_per_case.csv").read_text()
-    assert "lesion" not in (tmp_path / "preds" / "metrics_summary.json").read_text()
+    assert "lesion" not in (tmp_path / "preds" / "metrics_per_case.csv").read_text(encoding="utf-8")
+    assert "lesion" not in (tmp_path / "preds" / "metrics_summary.json").read_text(encoding="utf-8")
     with pytest.raises(SystemExit):
         medseg_main([*base, "brats2023", "--min-lesion-volume", "50"])

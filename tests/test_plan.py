@@ -199,7 +199,7 @@ def test_plan_for_ct_on_cpu(ct_fingerprint, ct_data):
     assert channel["window"] == pytest.approx([stats["p0.5"], stats["p99.5"]], rel=1e-5)
     assert (trainer["max_steps"], trainer["limit_val_batches"], trainer["precision"]) == (400, 0, "32-true")
     assert trainer["default_root_dir"] == trainer["logger"]["init_args"]["save_dir"] == "runs/swin_unetr_toyct"
-    wandb = yaml.safe_load((CONFIGS / "logger" / "wandb.yaml").read_text())
+    wandb = yaml.safe_load((CONFIGS / "logger" / "wandb.yaml").read_text(encoding="utf-8"))
     assert trainer["logger"] == {**wandb, "init_args": {**wandb["init_args"], "save_dir": "runs/swin_unetr_toyct"}}
 
 
@@ -223,7 +223,7 @@ def test_written_plan_reads_back(ct_fingerprint, ct_data, tmp_path):
     fingerprint, task, _ = ct_fingerprint
     config = plan(fingerprint, task, ct_data, "cpu")
     path = write_plan(config, tmp_path / "plans" / "ct.yaml", ["4 labelled cases"])
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert text.startswith("# Training plan written by `medseg plan` (medseg ")
     assert "# 4 labelled cases\n" in text and f"medseg fit --config {path}" in text
     assert "roi_size: [32, 32, 64]" in text
@@ -239,7 +239,7 @@ def test_plan_command_writes_the_config(ct_data, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ct_0" in printed and "LPS" in printed and "organ" in printed
     assert f"medseg fit --config {out}" in printed
-    config = yaml.safe_load(out.read_text())
+    config = yaml.safe_load(out.read_text(encoding="utf-8"))
     assert config["trainer"]["max_steps"] == 50
     assert config["data"]["init_args"]["layout"] == "msd"
     assert cli.main(["plan", str(ct_data), "--out", str(out)]) == 1  # exists: never overwrites edits unasked

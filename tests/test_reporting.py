@@ -31,7 +31,7 @@ def test_html_columns_follow_the_task(tmp_path):
                for metric in ("dice", "hd95") for key in ("liver", "spleen", "left_kidney", "mean")}  # fmt: skip
     summary["task"] = ABDOMEN.to_dict()
     (tmp_path / "metrics_summary.json").write_text(json.dumps(summary))
-    page = write_html(tmp_path, rows, tmp_path / "metrics_summary.json").read_text()
+    page = write_html(tmp_path, rows, tmp_path / "metrics_summary.json").read_text(encoding="utf-8")
     assert "<tr><th>case</th><th>liver</th><th>spleen</th><th>left kidney</th></tr>" in page
     assert "<td>1.0</td><td>2.0</td><td>3.0</td>" in page
     assert "<th>class</th>" in page and "<tr><td>left kidney</td><td>0.5000 ± 0.1000</td>" in page
@@ -46,7 +46,7 @@ def test_html_brats_columns_unchanged(tmp_path, with_task):
     if with_task:
         summary["task"] = PRESETS["brats2021"].to_dict()
     (tmp_path / "s.json").write_text(json.dumps(summary))
-    page = write_html(tmp_path, rows, tmp_path / "s.json").read_text()
+    page = write_html(tmp_path, rows, tmp_path / "s.json").read_text(encoding="utf-8")
     assert "<tr><th>case</th><th>TC</th><th>WT</th><th>ET</th></tr>" in page
     assert "<td>1.2</td><td>3.5</td><td>0.5</td>" in page
     assert "<th>region</th>" in page

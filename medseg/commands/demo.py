@@ -63,7 +63,7 @@ Run medseg end to end on synthetic data it generates itself (nothing is download
 def _generate(root: Path, n: int, seed: int, start: int, difficulty: str = "easy") -> None:
     if root.is_dir() and len(list(root.glob("BraTS2021_*"))) >= n:
         truth = root / "demo_truth.json"
-        cases = json.loads(truth.read_text()).values() if truth.exists() else []
+        cases = json.loads(truth.read_text(encoding="utf-8")).values() if truth.exists() else []
         found = "hard" if any("hard" in case for case in cases) else "easy"  # hard cases record their knobs
         if found != difficulty:
             raise SystemExit(f"medseg demo: error: {root} holds {found} cases, not {difficulty}; choose another --out")

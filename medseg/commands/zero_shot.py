@@ -66,7 +66,7 @@ def read_prompts(args: argparse.Namespace) -> dict[str, list[str]]:
         return {name: [t.format(name) for t in args.templates] for name in args.classes}
     path = Path(args.prompts)
     try:
-        prompts = json.loads(path.read_text())
+        prompts = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise MedsegError(f"{path}: cannot read the prompts file ({e.strerror or e})") from None
     except json.JSONDecodeError as e:

@@ -254,7 +254,7 @@ def generate_dataset(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     truth_path = root / "demo_truth.json"
-    truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
+    truth = json.loads(truth_path.read_text(encoding="utf-8")) if truth_path.exists() else {}
     folders = []
     for index in tqdm(range(start_index, start_index + n_cases), desc="demo cases", unit="case", disable=None):
         case = generate_case(spec["case_id"].format(index=index), seed=(seed, index), **case_kwargs)

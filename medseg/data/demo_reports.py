@@ -150,7 +150,7 @@ def write_demo_reports(
     truth_path = root / "demo_truth.json"
     if not truth_path.is_file():
         raise LayoutError(f"{root}: no demo_truth.json (write demo cases first: medseg demo-data --out {root})")
-    truth = json.loads(truth_path.read_text())
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))
     thresholds = tuple(size_thresholds_ml) if size_thresholds_ml is not None else volume_terciles(truth)
     lines = []
     for case_id in sorted(truth):

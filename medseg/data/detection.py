@@ -172,7 +172,7 @@ def read_boxes_json(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     """``{case_id: (boxes_mm [N, 6], labels [N])}`` from a boxes JSON (see the module doc), checked."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LayoutError(f"{path}: boxes file not found") from None
     except (OSError, json.JSONDecodeError) as e:

@@ -119,7 +119,7 @@ def _read_rows(path: Path) -> list[tuple[str, dict]]:
                 rows.append((f"line {line}", row))
             return rows
     rows = []
-    for line, text in enumerate(path.read_text().splitlines(), 1):
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not text.strip():
             continue
         try:

@@ -102,7 +102,7 @@ def load_exported(path: str | Path):
     meta_path = metadata_path(path)
     if not path.is_file() or not meta_path.is_file():
         raise MedsegError(f"{path}: exported model or its {meta_path.name} not found (write both with medseg export)")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     roi = tuple(meta["roi_size"])
     module = SegmentationModule(net=ExportedNet(path, roi), **{k: meta[k] for k in SETTINGS})
     data = {"label_convention": meta.get("label_convention"), "task": meta.get("task"), "pixdim": meta["pixdim"]}

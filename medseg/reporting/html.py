@@ -70,7 +70,7 @@ def region_volumes_ml(label: np.ndarray, task: Task, voxel_ml: float) -> dict[st
 def merge_rows(out_dir: str | Path, rows: Sequence[dict]) -> list[dict]:
     """Merge ``rows`` into ``out_dir/cases.json`` (a rerun that skips finished cases keeps theirs)."""
     store = Path(out_dir) / "cases.json"
-    merged = {r["case_id"]: r for r in (json.loads(store.read_text()) if store.exists() else [])}
+    merged = {r["case_id"]: r for r in (json.loads(store.read_text(encoding="utf-8")) if store.exists() else [])}
     merged.update({r["case_id"]: r for r in rows})
     ordered = [merged[k] for k in sorted(merged)]
     write_atomic(store, json.dumps(ordered, indent=1))
@@ -88,7 +88,7 @@ def write_html(
     """
     out_dir = Path(out_dir)
     if rows is None:
-        rows = json.loads((out_dir / "cases.json").read_text())
+        rows = json.loads((out_dir / "cases.json").read_text(encoding="utf-8"))
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>medseg predictions</title>",
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd}"
@@ -96,7 +96,7 @@ def write_html(
         f"<h1>medseg predictions</h1><p>{len(rows)} case(s)</p>",
     ]
     if metrics_summary and Path(metrics_summary).exists():
-        summary = json.loads(Path(metrics_summary).read_text())
+        summary = json.loads(Path(metrics_summary).read_text(encoding="utf-8"))
         kind, outputs = summary_outputs(summary)
         parts.append(
             f"<h2>Metrics</h2><table><tr><th>{kind}</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>"

@@ -188,7 +188,7 @@ def test_dataset_case_depends_only_on_seed_and_index(tmp_path):
     flair = "BraTS2021_00001/BraTS2021_00001_flair.nii.gz"
     same = [nib.load(tmp_path / folder / flair).get_fdata() for folder in ("train", "held_out")]
     np.testing.assert_array_equal(*same)
-    truth = json.loads((tmp_path / "train" / "demo_truth.json").read_text())
+    truth = json.loads((tmp_path / "train" / "demo_truth.json").read_text(encoding="utf-8"))
     assert sorted(truth) == ["BraTS2021_00000", "BraTS2021_00001"]
     assert truth["BraTS2021_00000"]["spacing"] == pytest.approx([2.0, 2.0, 2.5])
     assert np.array(truth["BraTS2021_00000"]["affine"]).shape == (4, 4)
@@ -206,7 +206,7 @@ def test_cli_writes_a_dataset_and_refuses_an_occupied_folder(tmp_path, capsys):
     assert main(args) != 0
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--start-index", "5", "--cases", "1"]) == 0
-    assert len(json.loads((out / "demo_truth.json").read_text())) == 3
+    assert len(json.loads((out / "demo_truth.json").read_text(encoding="utf-8"))) == 3
 
 
 def test_cli_help_explains_itself(capsys):

@@ -128,7 +128,7 @@ def test_msd_layout_and_held_out_cases(tmp_path):
     assert [p.relative_to(out).as_posix() for p in images] == [
         "imagesTr/abdomen_000.nii.gz", "imagesTr/abdomen_001.nii.gz", "imagesTs/abdomen_002.nii.gz"
     ]  # fmt: skip
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["name"] == "DemoAbdomenCT" and meta["modality"] == {"0": "CT"}
     assert meta["labels"] == LABELS == {
         "0": "background", "1": "liver", "2": "spleen", "3": "kidney_right", "4": "kidney_left", "5": "aorta"
@@ -155,7 +155,7 @@ def test_msd_layout_and_held_out_cases(tmp_path):
 
 def test_btcv_layout_moves_a_validation_split(tmp_path):
     generate_ct_dataset(tmp_path, 3, seed=1, layout="btcv", held_out=1)
-    meta = json.loads((tmp_path / "dataset_0.json").read_text())
+    meta = json.loads((tmp_path / "dataset_0.json").read_text(encoding="utf-8"))
     assert not (tmp_path / "dataset.json").exists()
     assert meta["labels"] == LABELS and meta["modality"] == {"0": "CT"} and meta["description"]
     assert len(meta["validation"]) == 1 and len(meta["training"]) == 2
@@ -177,7 +177,7 @@ def test_cli_writes_ct_and_checks_kind_and_layout(tmp_path, capsys):
     assert str(out.resolve()) in capsys.readouterr().out
     assert main(args) != 0 and "--overwrite" in capsys.readouterr().err  # the folder holds cases
     assert main([*args, "--overwrite", "--layout", "btcv", "--cases", "0", "--start-index", "7"]) == 0
-    meta = json.loads((out / "dataset_0.json").read_text())
+    meta = json.loads((out / "dataset_0.json").read_text(encoding="utf-8"))
     assert len(meta["training"]) + len(meta["validation"]) == 1 and len(meta["test"]) == 2
 
     for bad, message in (

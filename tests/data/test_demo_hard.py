@@ -211,16 +211,16 @@ def test_dataset_and_cli_write_hard_cases(tmp_path, capsys):
     flair = "BraTS2021_00001/BraTS2021_00001_flair.nii.gz"
     same = [nib.load(tmp_path / folder / flair).get_fdata() for folder in ("train", "held_out")]
     np.testing.assert_array_equal(*same)  # case i from (seed, i) alone
-    truth = json.loads((tmp_path / "train" / "demo_truth.json").read_text())
+    truth = json.loads((tmp_path / "train" / "demo_truth.json").read_text(encoding="utf-8"))
     assert all("hard" in entry and "satellite" in entry["lesions"][0] for entry in truth.values())
 
     out = tmp_path / "cli"
     args = ["--out", str(out), "--cases", "1", "--shape", *map(str, SHAPE)]
     assert main([*args, "--difficulty", "hard"]) == 0
     assert " hard " in capsys.readouterr().out
-    assert "hard" in json.loads((out / "demo_truth.json").read_text())["BraTS2021_00000"]
+    assert "hard" in json.loads((out / "demo_truth.json").read_text(encoding="utf-8"))["BraTS2021_00000"]
     assert main([*args, "--overwrite"]) == 0  # the default: easy, as before
-    assert "hard" not in json.loads((out / "demo_truth.json").read_text())["BraTS2021_00000"]
+    assert "hard" not in json.loads((out / "demo_truth.json").read_text(encoding="utf-8"))["BraTS2021_00000"]
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "ct"), "--kind", "ct", "--difficulty", "hard"])
     assert "--kind mri only" in capsys.readouterr().err

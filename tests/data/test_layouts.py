@@ -280,7 +280,7 @@ def test_datalist_missing_file(tmp_path):
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd"])
 def test_datalist_path_escaping_root(tmp_path, bad):
     path = make_datalist(tmp_path)
-    meta = json.loads(path.read_text())
+    meta = json.loads(path.read_text(encoding="utf-8"))
     meta["training"][1]["label"] = bad
     path.write_text(json.dumps(meta))
     with pytest.raises(CaseError, match=rf"case BraTS2021_00001: .*training\[1\]: '{bad}' leads outside the data root"):
@@ -300,7 +300,7 @@ def test_msd_without_modality(tmp_path):
 
 def test_same_case_twice(tmp_path):
     path = make_datalist(tmp_path)
-    meta = json.loads(path.read_text())
+    meta = json.loads(path.read_text(encoding="utf-8"))
     meta["validation"] = [meta["training"][1]]
     path.write_text(json.dumps(meta))
     with pytest.raises(LayoutError, match=r"folds\.json: case BraTS2021_00001 appears twice"):

@@ -36,7 +36,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 
 def truth_flags(root: Path, key: str) -> dict[str, int]:
-    truth = json.loads((root / "demo_truth.json").read_text())
+    truth = json.loads((root / "demo_truth.json").read_text(encoding="utf-8"))
     return {case_id: int(any(lesion[key] for lesion in t["lesions"])) for case_id, t in truth.items()}
 
 
@@ -189,6 +189,7 @@ def test_cli_fit_and_validate(demo_data, tmp_path):
     assert main(["fit", *args, "--trainer.max_steps", "2"]) == 0
     ckpt = run / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 2
-    metrics = (run / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    metrics_csv = run / "lightning_logs" / "version_0" / "metrics.csv"
+    metrics = metrics_csv.read_text(encoding="utf-8").splitlines()[0].split(",")
     assert {"train/loss", "val/acc", "val/auroc", "val/loss"} <= set(metrics)
     assert main(["validate", *args, "--ckpt_path", str(ckpt)]) == 0

@@ -83,7 +83,7 @@ class ReportTokenizer:
     def from_file(cls, path: str | Path, context_length: int = 96) -> ReportTokenizer:
         path = Path(path)
         try:
-            return cls.from_str(path.read_text(), context_length)
+            return cls.from_str(path.read_text(encoding="utf-8"), context_length)
         except Exception as e:  # OSError, or the tokenizers library's own parse error
             raise MedsegError(f"{path}: not a readable tokenizer.json ({type(e).__name__}: {e})") from None
 
@@ -91,7 +91,7 @@ class ReportTokenizer:
         return self.tokenizer.to_str()
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_str())
+        Path(path).write_text(self.to_str(), encoding="utf-8")
 
     @property
     def vocab_size(self) -> int:
