@@ -153,15 +153,22 @@ def _predict_4d_case(path: Path, case_id: str) -> dict:
     return _case(case_id, str(path), label=None, channel_order=order)
 
 
-def _nearby_channels(folder: Path) -> dict[str, int]:
-    """Canonical modality -> channel number, from a dataset.json in ``folder`` or above it, else canonical."""
+def _nearby_channel_names(folder: Path) -> tuple[dict, Path, str] | None:
+    """The channel names of the first dataset.json in ``folder`` or above it that has them (nnU-Net
+    ``channel_names`` or MSD ``modality``), with that file and the key; None if there is none."""
     for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
         if candidate.is_file():
             meta = _load_json_object(candidate)
-            names = meta.get("channel_names", meta.get("modality"))
-            if isinstance(names, dict):
-                return _map_channels(names, candidate, "channel_names" if "channel_names" in meta else "modality")
-    return {m: i for i, m in enumerate(MODALITIES)}
+            key = "channel_names" if "channel_names" in meta else "modality"
+            if isinstance(meta.get(key), dict):
+                return meta[key], candidate, key
+    return None
+
+
+def _nearby_channels(folder: Path) -> dict[str, int]:
+    """Canonical modality -> channel number, from a dataset.json in ``folder`` or above it, else canonical."""
+    found = _nearby_channel_names(folder)
+    return _map_channels(*found) if found else {m: i for i, m in enumerate(MODALITIES)}
 
 
 def _image_shape(path: Path, case_id: str) -> tuple[int, ...]:
@@ -221,13 +228,9 @@ def _single_file_case(path: Path, case_id: str, channels: tuple[str, ...]) -> di
         return _case(case_id, str(path), label=None, channel_order=[0])
     if len(shape) == 4 and shape[-1] == n:
         order = list(range(n))
-        for candidate in (path.parent / "dataset.json", path.parent.parent / "dataset.json"):
-            if candidate.is_file():
-                meta = _load_json_object(candidate)
-                key = "channel_names" if "channel_names" in meta else "modality"
-                if isinstance(meta.get(key), dict) and len(meta[key]) == n:
-                    order = dataset_channels(meta[key], candidate, key)[1]
-                break
+        found = _nearby_channel_names(path.parent)
+        if found and len(found[0]) == n:
+            order = dataset_channels(*found)[1]
         return _case(case_id, str(path), label=None, channel_order=order)
     expected = "a 3-D image" if n == 1 else f"a 4-D image with {n} channels or {case_id}_0000 ... _{n - 1:04d} files"
     raise CaseError(f"has shape {shape}; the model takes {n} channel(s) ({', '.join(channels)}): expected {expected}",
