@@ -21,6 +21,10 @@ COMMANDS = {
     "plan": ("medseg.commands.plan:main", "measure a dataset and write a training config sized for it"),
     "cv": ("medseg.commands.cv:main", "k-fold cross-validation: a fit per fold, out-of-fold predictions, scores"),
     "predict": ("medseg.commands.predict:main", "segment scans from files with a checkpoint"),
+    "calibrate": (
+        "medseg.commands.calibrate:main",
+        "fit temperatures for a model's probabilities on labelled cases (ECE before/after)",
+    ),
     "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region or class of predictions against labels"),
     "export": (
         "medseg.commands.export:main",

@@ -8,8 +8,10 @@ with ``--data.init_args.n_folds K --data.init_args.fold k`` in ``OUT/fold_k`` (r
 never saw it. Post-processing (``medseg.inference.postprocess``: small components per output, small ET
 relabelled as core) is then chosen on those out-of-fold predictions, kept only where it raises their
 mean Dice, and stored as ``postprocess.json`` beside every fold's checkpoint, where ``medseg predict``
-applies it. The scores are per fold and pooled over all cases (``OUT/metrics_summary.json`` with a
-``folds`` entry, ``OUT/metrics_per_case.csv`` with a ``fold`` column, as ``medseg evaluate`` writes them).
+applies it; temperatures for calibrated probabilities (:mod:`medseg.inference.calibration`) are fitted on
+the same out-of-fold probabilities and stored as ``calibration.json`` there too. The scores are per fold
+and pooled over all cases (``OUT/metrics_summary.json`` with a ``folds`` entry, ``OUT/metrics_per_case.csv``
+with a ``fold`` column, as ``medseg evaluate`` writes them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 
 from medseg.data.base import kfold_assignment
 from medseg.evaluation import evaluate_case, read_label_map, summarize, write_results
+from medseg.inference.calibration import FILENAME as CALIBRATION
+from medseg.inference.calibration import Samples, fit_temperature
 from medseg.inference.postprocess import FILENAME, choose_postprocessing
 from medseg.io import write_atomic
 
@@ -51,15 +55,29 @@ def fit_fold(fit: Callable[[list[str]], None], base_args: list[str], fold: int, 
     return "resumed" if resume else "trained"
 
 
-def out_of_fold(predictor, cases: Sequence[dict], fold: int, oof_dir: Path, hd95: bool = True) -> list[dict]:
-    """Segment ``cases`` (fold ``fold``'s validation cases) into ``oof_dir`` and score each against its label."""
+def out_of_fold(
+    predictor, cases: Sequence[dict], fold: int, oof_dir: Path, hd95: bool = True, samples: Samples | None = None
+) -> list[dict]:
+    """Segment ``cases`` (fold ``fold``'s validation cases) into ``oof_dir`` and score each against its label;
+    with ``samples``, add voxels of their probabilities and labels to it (for :func:`fit_temperature`)."""
     rows = []
+    task = predictor.task
     for case in cases:
-        written = predictor.write(predictor.predict_case(case), oof_dir)
-        task = predictor.task
+        result = predictor.predict_case(case, probabilities=samples is not None)
+        written = predictor.write(result, oof_dir) if samples is None else _write_label(predictor, result, oof_dir)
         row = evaluate_case(case["case_id"], written, Path(case["label"]), task, task, hd95=hd95)
         rows.append({"case_id": row.pop("case_id"), "fold": fold, **row})
+        if samples is not None:
+            label, _ = read_label_map(Path(case["label"]), case["case_id"])
+            samples.add(result.probabilities, task.to_masks(label.astype(np.int64)).numpy())
     return rows
+
+
+def _write_label(predictor, result, out_dir: Path) -> Path:
+    """The label map alone (the probabilities were only asked for to sample them)."""
+    from dataclasses import replace
+
+    return predictor.write(replace(result, probabilities=None), out_dir)
 
 
 def summarize_folds(rows: list[dict], out: Path, task) -> dict:
@@ -95,4 +113,13 @@ def learn_postprocessing(cases: Sequence[dict], oof_dir: Path, task, fold_dirs: 
     config = choose_postprocessing(preds, truths, task.outputs, spacing, et_to_tc_candidates=et_candidates)
     for fold_dir in fold_dirs:
         write_atomic(fold_dir / "checkpoints" / FILENAME, json.dumps(config, indent=1))
+    return config
+
+
+def learn_calibration(samples: Samples, task, fold_dirs: Sequence[Path]) -> dict:
+    """Fit temperatures on the out-of-fold ``samples`` and write them as ``calibration.json`` beside each
+    fold's checkpoint; returns them with the (out-of-fold, in-sample) ECE before and after."""
+    config = fit_temperature(samples, task.outputs, task.kind)
+    for fold_dir in fold_dirs:
+        write_atomic(fold_dir / "checkpoints" / CALIBRATION, json.dumps(config, indent=1))
     return config

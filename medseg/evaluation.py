@@ -23,7 +23,8 @@ Files written to ``out_dir`` (default ``pred_dir``, never the label folder), eac
   :func:`medseg.metrics.segmentation.metric_keys`), 6 significant digits; the means are over the outputs
   (for a classes task: the foreground classes); with ``lesion_wise`` also ``lesion_dice_<output>...,
   lesion_dice_mean, lesion_hd95_<output>..., lesion_hd95_mean, lesions_tp/fn/fp_<output>...``
-  (:mod:`medseg.metrics.lesion`: the BraTS lesion-wise scores, by panoptica);
+  (:mod:`medseg.metrics.lesion`: the BraTS lesion-wise scores, by panoptica); where ``<case>_prob.nii.gz``
+  lies beside a prediction, ``ece_<output>..., ece_mean`` (:mod:`medseg.inference.calibration`);
 - ``metrics_summary.json``: ``{metric: {"mean", "std", "median", "n"}}`` plus the case counts, the
   missing and ignored case ids and the task used (std is the population std, ddof 0); with ``lesion_wise``
   also ``lesion_wise``: how the lesion-wise numbers were made.
@@ -44,6 +45,7 @@ from tqdm import tqdm
 from medseg.data.guess_convention import find_task_json, task_from_json
 from medseg.data.labels import CONVENTIONS, REGIONS, convention_of_case_id
 from medseg.errors import CaseError, LayoutError
+from medseg.inference.calibration import PROB_SUFFIX, probability_metrics, without_sidecars
 from medseg.inference.checkpoint import checkpoint_task
 from medseg.io import NIFTI_SUFFIXES, write_atomic
 from medseg.metrics.lesion import lesion_metrics, lesion_settings
@@ -215,8 +217,10 @@ def evaluate_case(
     spacing = [float(s) for s in label_image.header.get_zooms()[:3]]
     metrics = region_metrics(pred_masks, label_masks, spacing, with_hd95=hd95, names=task.outputs)
     if lesion_wise:
-        lesions = lesion_metrics(pred_masks, label_masks, spacing, task.outputs, hd95, 0.5, min_lesion_volume_mm3)
-        metrics.update(lesions)
+        metrics.update(lesion_metrics(pred_masks, label_masks, spacing, task.outputs, hd95, 0.5, min_lesion_volume_mm3))
+    probs = pred_path.with_name(f"{case_id}{PROB_SUFFIX}.nii.gz")  # medseg predict --probabilities
+    if probs.is_file():
+        metrics.update(probability_metrics(probs, label_masks, pred_task, case_id))
     return {"case_id": case_id, **metrics}
 
 
@@ -304,6 +308,7 @@ def evaluate_folder(
     if _is_within(out_dir, label_dir):
         raise LayoutError(f"refusing to write metrics into the label folder {label_dir}; pass --out DIR")
     predictions = _flat_files(pred_dir)
+    predictions = without_sidecars(predictions)  # <case>_prob, <case>_uncertainty: medseg predict's
     matched = [case for case in labels if case in predictions]
     if not matched:
         raise LayoutError(
@@ -371,6 +376,7 @@ def format_table(summary: dict) -> str:
     as mean ± std."""
     columns = [("Dice", "dice", ".4f"), ("HD95 (mm)", "hd95", ".2f")]
     columns += [("lesion Dice", "lesion_dice", ".4f"), ("lesion HD95 (mm)", "lesion_hd95", ".2f")]
+    columns += [("ECE", "ece", ".4f")]
     columns = [c for c in columns if f"{c[1]}_mean" in summary]
     kind, outputs = summary_outputs(summary)
     lines = [[kind] + [f"{title} mean ± std" for title, _, _ in columns]]

@@ -44,7 +44,8 @@ def test_cv_end_to_end_and_resumable(tmp_path, capsys):
     summary = json.loads((out / "metrics_summary.json").read_text(encoding="utf-8"))
     assert summary["n_cases"] == 3 and set(summary["folds"]) == {"0", "1", "2"}
     assert "fold" in (out / "metrics_per_case.csv").read_text(encoding="utf-8").splitlines()[0]
-    assert "post-processing chosen on the out-of-fold predictions" in printed
+    assert "post-processing chosen on the out-of-fold predictions" in printed and "out-of-fold ECE after" in printed
+    assert (out / "fold_2" / "checkpoints" / "calibration.json").is_file()
     stored = [(out / f"fold_{k}" / "checkpoints" / "postprocess.json").read_text(encoding="utf-8") for k in range(3)]
     stored = [json.loads(text) for text in stored]
     assert stored[0] == stored[1] == stored[2]  # the same choice with every fold's model

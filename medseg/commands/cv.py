@@ -7,8 +7,16 @@ import json
 import os
 from pathlib import Path
 
-from medseg.crossval import fit_fold, learn_postprocessing, out_of_fold, summarize_folds, write_splits
+from medseg.crossval import (
+    fit_fold,
+    learn_calibration,
+    learn_postprocessing,
+    out_of_fold,
+    summarize_folds,
+    write_splits,
+)
 from medseg.evaluation import format_table
+from medseg.inference.calibration import Samples
 
 DESCRIPTION = """\
 Cross-validate a training recipe: split the labelled cases of the config's dataset into K folds
@@ -19,7 +27,10 @@ class, per fold and pooled over every case (OUT/metrics_per_case.csv with a fold
 OUT/metrics_summary.json). Then it chooses post-processing on the out-of-fold predictions (removing
 connected components below a volume per region or class, relabelling a small enhancing tumour as core),
 keeping each only where it raised their mean Dice, and stores it as postprocess.json beside every
-fold's checkpoint, where `medseg predict --ckpt OUT/fold_*/checkpoints/last.ckpt` applies it.
+fold's checkpoint, where `medseg predict --ckpt OUT/fold_*/checkpoints/last.ckpt` applies it. It also
+fits temperatures on the out-of-fold probabilities (calibration.json there: calibrated
+`predict --probabilities` and `--uncertainty`; the labels do not change) and prints the expected
+calibration error before and after.
 
 Every fold trains with the same task (CT statistics, where the config has none, measured once on fold
 0's training cases), so the fold models can be averaged: medseg predict --ckpt OUT/fold_*/checkpoints/
@@ -61,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
     base += ["--data.init_args.task", json.dumps(datamodule.task.to_dict())]
     print(f"{len(cases)} labelled cases in {args.folds} folds: {out / 'splits.json'}")
 
-    rows = []
+    rows, samples = [], Samples(per_case=100_000, seed=0)
     for fold in range(args.folds):
         status = fit_fold(lambda a: MedsegCLI(args=["fit", *a]), base, fold, args.folds, out)
         print(f"fold {fold}: fit {status}")
         predictor = Predictor.from_checkpoint(out / f"fold_{fold}" / "checkpoints" / "last.ckpt")
         held_out = [c for c in cases if assigned[c["case_id"]] == fold]
-        rows += out_of_fold(predictor, held_out, fold, out / "oof", hd95=not args.no_hd95)
+        rows += out_of_fold(predictor, held_out, fold, out / "oof", hd95=not args.no_hd95, samples=samples)
     summary = summarize_folds(rows, out, predictor.task)
     for fold, stats in summary["folds"].items():
         print(f"fold {fold}: mean Dice {stats['dice_mean']['mean']:.4f} over {stats['dice_mean']['n']} case(s)")
@@ -77,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
     config = learn_postprocessing(cases, out / "oof", predictor.task, fold_dirs)
     chosen = json.dumps(config) if config else "none (nothing raised the out-of-fold Dice)"
     print(f"post-processing chosen on the out-of-fold predictions: {chosen}; stored beside each fold's checkpoint")
+    calibration = learn_calibration(samples, predictor.task, fold_dirs)
+    temps = ", ".join(f"{k} {v:.3f}" for k, v in calibration["temperature"].items())
+    ece = {when: ", ".join(f"{k} {v:.4f}" for k, v in calibration["ece"][when].items()) for when in ("before", "after")}
+    print(
+        f"calibration fitted on the out-of-fold probabilities: temperature {temps}; stored beside each fold's "
+        f"checkpoint\nout-of-fold ECE before: {ece['before']}\nout-of-fold ECE after:  {ece['after']}"
+    )
     return 0
 
 

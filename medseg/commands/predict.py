@@ -15,6 +15,7 @@ from medseg.data.predict_inputs import find_predict_cases
 from medseg.devices import resolve_device
 from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
+from medseg.inference.calibration import beside as calibration_beside
 from medseg.inference.postprocess import beside
 from medseg.inference.segment import model_task
 from medseg.io import case_output_name, check_output_dir
@@ -124,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     post.add_argument("--no-postprocess", action="store_true", help="ignore a postprocess.json beside the checkpoint")
     parser.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write <case>_uncertainty.nii.gz: per region the entropy (bits, 0 certain to 1) of its "
+        "(calibrated) probability; one map for a classes task",
+    )
+    cal = parser.add_mutually_exclusive_group()
+    cal.add_argument(
+        "--calibration",
+        metavar="FILE.json",
+        help='temperatures for --probabilities and --uncertainty, e.g. {"temperature": {"TC": 1.8, "WT": 2.3, '
+        '"ET": 1.6}} (default: calibration.json beside the checkpoint, written by medseg calibrate or medseg cv)',
+    )
+    cal.add_argument("--no-calibration", action="store_true", help="ignore a calibration.json beside the checkpoint")
+    parser.add_argument(
         "--label-convention",
         choices=list(PRESETS),
         help="brain-tumour models: write labels in this preset's values instead (the same regions)",
@@ -146,6 +161,13 @@ def postprocess_file(args: argparse.Namespace) -> Path | None:
     return None if args.no_postprocess else beside(args.ckpt)
 
 
+def calibration_file(args: argparse.Namespace) -> Path | None:
+    """``--calibration``, else a ``calibration.json`` beside the checkpoint(s) unless ``--no-calibration``."""
+    if args.calibration:
+        return Path(args.calibration)
+    return None if args.no_calibration else calibration_beside(args.ckpt)
+
+
 def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor:
     return Predictor.from_checkpoints(
         args.ckpt,
@@ -160,6 +182,7 @@ def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor
         tta=args.tta or args.tta_axes is not None,
         tta_axes=args.tta_axes,
         postprocess=postprocess_file(args),
+        calibration=calibration_file(args) if args.probabilities or args.uncertainty else None,
     )
 
 
@@ -172,7 +195,9 @@ def predict_one(predictor: Predictor, case: dict, args: argparse.Namespace) -> d
         return {**outcome, "status": "skipped"}
     start = time.perf_counter()
     try:
-        result = predictor.predict_case(case, probabilities=args.probabilities, preview=args.report)
+        result = predictor.predict_case(
+            case, probabilities=args.probabilities, preview=args.report, uncertain=args.uncertainty
+        )
     except Exception as e:
         error = find_medseg_error(e)
         if error is None:
@@ -254,6 +279,10 @@ def run(args: argparse.Namespace) -> int:
     if post is not None:
         how = "" if args.postprocess else " (stored beside the checkpoint; --no-postprocess to turn it off)"
         print(f"post-processing: {post}{how}")
+    calibration = calibration_file(args) if args.probabilities or args.uncertainty else None
+    if calibration is not None:
+        how = "" if args.calibration else " (stored beside the checkpoint; --no-calibration to turn it off)"
+        print(f"calibrated probabilities: {calibration}{how}")
     if "rank" in (outcomes[0] if outcomes else {}):
         for rank in sorted({o["rank"] for o in outcomes}):
             print(f"  rank {rank}: " + " ".join(o["case_id"] for o in outcomes if o["rank"] == rank))

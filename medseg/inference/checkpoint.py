@@ -75,3 +75,16 @@ def checkpoint_task(checkpoint: str | Path) -> Task:
         return task_for_checkpoint(data)
     except ValueError as err:
         raise WeightsError(f"{checkpoint}: cannot read the task it records: {err}") from None
+
+
+def stored_beside(checkpoints, filename: str, what: str, option: str) -> Path | None:
+    """The ``filename`` stored with the model(s) (``postprocess.json``, ``calibration.json``): beside the
+    checkpoints. With several checkpoints the files found must agree, otherwise a MedsegError asks for
+    ``option``; ``what`` names the setting in that message."""
+    from medseg.errors import MedsegError
+
+    found = [p for p in dict.fromkeys(Path(c).parent / filename for c in checkpoints) if p.is_file()]
+    if len({p.read_text(encoding="utf-8").strip() for p in found}) > 1:
+        names = ", ".join(str(p) for p in found)
+        raise MedsegError(f"the checkpoints carry different {what} ({names}): choose one with {option}")
+    return found[0] if found else None

@@ -82,11 +82,9 @@ def load_postprocess(path: str | Path, outputs: Sequence[str]) -> dict:
 def beside(checkpoints: Sequence[str | Path]) -> Path | None:
     """The ``postprocess.json`` stored with the model(s): beside the checkpoints. With several checkpoints,
     the files found must agree (otherwise a MedsegError asks for ``--postprocess``)."""
-    found = [p for p in dict.fromkeys(Path(c).parent / FILENAME for c in checkpoints) if p.is_file()]
-    if len({p.read_text(encoding="utf-8").strip() for p in found}) > 1:
-        names = ", ".join(str(p) for p in found)
-        raise MedsegError(f"the checkpoints carry different post-processing ({names}): choose one with --postprocess")
-    return found[0] if found else None
+    from medseg.inference.checkpoint import stored_beside
+
+    return stored_beside(checkpoints, FILENAME, "post-processing", "--postprocess")
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:

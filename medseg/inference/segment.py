@@ -8,7 +8,8 @@ and how outputs become labels: regions painted in the dataset's values (BraTS: 1
 over classes written as each class's value. Several models (an ensemble, :mod:`medseg.inference.ensemble`)
 and mirrored copies of the scan (test-time augmentation, :mod:`medseg.modules.tta`) are averaged as
 probabilities on the network's grid; post-processing (:mod:`medseg.inference.postprocess`) acts on the
-masks on the input grid.
+masks on the input grid; a calibration (:mod:`medseg.inference.calibration`) rescales the probabilities
+written and the uncertainty maps, never the labels.
 
 >>> predictor = Predictor.from_checkpoint("runs/demo/checkpoints/last.ckpt")   # doctest: +SKIP
 >>> result = predictor.predict_case({"case_id": "c1", "image": [t1, t1ce, t2, flair]})  # doctest: +SKIP
@@ -32,6 +33,7 @@ from torch import nn
 from medseg.data.transforms import eval_transforms
 from medseg.devices import resolve_device
 from medseg.errors import MedsegError
+from medseg.inference.calibration import calibrate, check_calibration, load_calibration, uncertainty
 from medseg.inference.ensemble import load_ensemble
 from medseg.inference.postprocess import check_postprocess, load_postprocess, postprocess_masks
 from medseg.io import case_output_name, read_header, reference_file, write_like
@@ -48,7 +50,9 @@ class Prediction:
         case_id: the case.
         label: uint8 [X, Y, Z] label map in the dataset's own label values.
         probabilities: float32 [R, X, Y, Z] (sigmoid per region: TC, WT, ET for BraTS) or [K+1, X, Y, Z]
-            (softmax over background and the classes), or None.
+            (softmax over background and the classes), calibrated when the predictor has a calibration, or None.
+        uncertainty: float32 [R, X, Y, Z] per-region entropy (bits), or [1, X, Y, Z] the classes' normalised
+            entropy, from the (calibrated) probabilities; or None.
         affine: 4x4 voxel -> world (RAS mm) of the input.
         reference: the input file whose grid the arrays are on.
         preview: (image [C, X', Y', Z'], masks [N, X', Y', Z'] bool, one per region or foreground class) in
@@ -61,6 +65,7 @@ class Prediction:
     affine: np.ndarray
     reference: str
     preview: tuple[np.ndarray, np.ndarray] | None = None
+    uncertainty: np.ndarray | None = None
 
     @property
     def voxel_ml(self) -> float:
@@ -162,6 +167,8 @@ class Predictor:
             left-right mirror would swap left and right organs).
         postprocess: a post-processing configuration (:mod:`medseg.inference.postprocess`), or a JSON file
             of one, applied to the masks on the input grid before they become the label map; None: none.
+        calibration: temperatures (:mod:`medseg.inference.calibration`), or a JSON file of them, applied to
+            the probabilities a prediction returns and to its uncertainty map (labels never change).
     """
 
     def __init__(
@@ -180,6 +187,7 @@ class Predictor:
         tta: bool = False,
         tta_axes: Sequence[int] | None = None,
         postprocess: dict | str | Path | None = None,
+        calibration: dict | str | Path | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.modules = [m.to(self.device).eval() for m in ([module] if isinstance(module, nn.Module) else module)]
@@ -217,6 +225,11 @@ class Predictor:
             self.postprocess = load_postprocess(postprocess, self.task.outputs)
         else:
             self.postprocess = check_postprocess(postprocess, self.task.outputs) if postprocess else None
+        outputs, kind = self.task.outputs, self.task.kind
+        if isinstance(calibration, (str, Path)):
+            self.calibration = load_calibration(calibration, outputs, kind)
+        else:
+            self.calibration = check_calibration(calibration, outputs, kind) if calibration else None
 
     @property
     def passes(self) -> int:
@@ -244,8 +257,11 @@ class Predictor:
         return cls(modules, device=device, **kwargs)
 
     @torch.inference_mode()
-    def predict_case(self, case: dict, probabilities: bool = False, preview: bool = False) -> Prediction:
-        """case {"case_id", "image": one path per channel of the task, or one 4-D path} -> Prediction."""
+    def predict_case(
+        self, case: dict, probabilities: bool = False, preview: bool = False, uncertain: bool = False
+    ) -> Prediction:
+        """case {"case_id", "image": one path per channel of the task, or one 4-D path} -> Prediction (with
+        ``probabilities``, ``uncertain`` also those arrays, calibrated when the predictor has a calibration)."""
         data = self.transform(case)
         image = data["image"]  # [C, X', Y', Z'] RAS, cropped, normalised
         probs = sum(self.model_probabilities(m, w, image) for m, w in zip(self.modules, self.windows))
@@ -260,6 +276,8 @@ class Predictor:
         if self.postprocess:
             voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
             masks = postprocess_masks(masks, self.task.outputs, voxel_ml, self.postprocess)
+        if self.calibration and (probabilities or uncertain):
+            restored = calibrate(restored, self.calibration, self.task.outputs, self.task.kind)
         return Prediction(
             case_id=case["case_id"],
             label=self.task.from_masks(masks).numpy(),  # [X, Y, Z]
@@ -267,6 +285,7 @@ class Predictor:
             affine=affine,
             reference=reference,
             preview=(image.numpy(), self.masks(probs).numpy()) if preview else None,
+            uncertainty=uncertainty(restored.numpy(), self.task.kind) if uncertain else None,
         )
 
     def masks(self, probs: torch.Tensor) -> torch.Tensor:
@@ -307,31 +326,40 @@ class Predictor:
         return largest_window(shape, net.size_divisor, lambda voxels: net.inference_bytes(voxels) <= budget)
 
     def predict(
-        self, inputs: str | Path | Sequence[str | Path], out_dir: str | Path | None = None, probabilities: bool = False
+        self,
+        inputs: str | Path | Sequence[str | Path],
+        out_dir: str | Path | None = None,
+        probabilities: bool = False,
+        uncertain: bool = False,
     ) -> list[Prediction]:
         """Segment every case found in ``inputs`` (files or folders, as ``medseg predict`` takes them).
 
         Returns one :class:`Prediction` per case; with ``out_dir`` also writes ``<case>.nii.gz`` there (and
-        ``<case>_prob.nii.gz`` with ``probabilities``), each atomically with the input's geometry.
+        ``<case>_prob.nii.gz`` with ``probabilities``, ``<case>_uncertainty.nii.gz`` with ``uncertain``), each
+        atomically with the input's geometry.
         """
         from medseg.data.predict_inputs import find_predict_cases
 
         inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         results = []
         for case in find_predict_cases(inputs, self.task.channel_names):
-            results.append(self.predict_case(case, probabilities=probabilities))
+            results.append(self.predict_case(case, probabilities=probabilities, uncertain=uncertain))
             if out_dir is not None:
                 self.write(results[-1], out_dir)
         return results
 
     @staticmethod
     def write(result: Prediction, out_dir: str | Path) -> Path:
-        """``out_dir/<case>.nii.gz`` (and ``<case>_prob.nii.gz`` [X, Y, Z, N'] when the result has
-        probabilities), on the input's grid, each written atomically; the label map last, as it marks the
-        case done for a rerun."""
+        """``out_dir/<case>.nii.gz`` (and ``<case>_prob.nii.gz`` [X, Y, Z, N'] and
+        ``<case>_uncertainty.nii.gz`` [X, Y, Z, R] when the result has them), on the input's grid, each written
+        atomically; the label map last, as it marks the case done for a rerun."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if result.probabilities is not None:
             probs = np.moveaxis(result.probabilities, 0, -1)  # [X, Y, Z, N']
             write_like(probs, result.reference, out_dir / case_output_name(result.case_id, "_prob.nii.gz"), np.float32)
+        if result.uncertainty is not None:
+            maps = np.moveaxis(result.uncertainty, 0, -1)  # [X, Y, Z, R]
+            name = case_output_name(result.case_id, "_uncertainty.nii.gz")
+            write_like(maps, result.reference, out_dir / name, np.float32)
         return write_like(result.label, result.reference, out_dir / case_output_name(result.case_id))

@@ -1,0 +1,67 @@
+"""``medseg calibrate``: fit temperatures for a model's probabilities on labelled cases it did not train on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medseg.inference.calibration import FILENAME, fit_on_cases
+from medseg.io import write_atomic
+
+DESCRIPTION = f"""\
+Fit temperature scaling (one temperature per region, or one for the softmax over classes) for the
+probabilities of a `medseg fit` checkpoint, or of an ensemble of them, on labelled cases the models did
+not train on (a validation set; `medseg cv` fits them on its out-of-fold predictions itself). Labels
+never change: only `medseg predict --probabilities` and `--uncertainty` use the temperatures.
+
+DATA is any dataset medseg trains from (BraTS, MSD, nnU-Net, a datalist); every labelled case in it is
+used. Prints the expected calibration error (ECE: 15 bins, each output's probability of being positive,
+over the voxels the network segmented) before and after, on the voxels fitted on, and writes
+{FILENAME} beside the (first) checkpoint, where `medseg predict` finds it, or to --out.
+
+example: medseg calibrate --ckpt runs/demo/checkpoints/last.ckpt demo_run/data/val
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg calibrate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", type=Path, metavar="DATA", help="labelled cases the model did not train on")
+    parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoint(s); several: an ensemble, as predict")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE.json", help=f"where to write (default: {FILENAME} beside --ckpt)"
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="calibrate the mirrored-average probabilities (as predict --tta)"
+    )
+    parser.add_argument("--voxels", type=int, default=200_000, help="voxels sampled per case (default: 200000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the voxel sample (default: 0)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medseg.data.layouts import read_dataset
+    from medseg.errors import MedsegError
+    from medseg.inference import Predictor
+
+    args = build_parser().parse_args(argv)
+    predictor = Predictor.from_checkpoints(args.ckpt, device=args.device, tta=args.tta)
+    index = read_dataset(args.data, task=predictor.task)
+    cases = [case for case in index.cases if case.get("label")]
+    if not cases:
+        raise MedsegError(f"{args.data}: no labelled case to calibrate on")
+    progress = lambda c: tqdm(c, desc="calibrate", unit="case", disable=None)  # noqa: E731
+    config = fit_on_cases(predictor, cases, args.voxels, args.seed, progress)
+    out = args.out or Path(args.ckpt[0]).parent / FILENAME
+    write_atomic(out, json.dumps(config, indent=1))
+    for name, t in config["temperature"].items():
+        print(f"{name}: temperature {t:.3f}")
+    for when in ("before", "after"):
+        print(f"ECE {when}: " + ", ".join(f"{k} {v:.4f}" for k, v in config["ece"][when].items()))
+    print(f"{len(cases)} case(s); wrote {out}")
+    return 0
