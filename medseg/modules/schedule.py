@@ -105,15 +105,21 @@ def _time_budget(trainer: pl.Trainer) -> Timer | None:
     return timers[0] if timers else None
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, trainer: pl.Trainer, warmup_steps: float) -> dict:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, trainer: pl.Trainer, warmup_steps: float, constant: bool = False
+) -> dict:
     """Lightning's optimizer config for ``optimizer`` stepped every batch, ending as the module docstring says.
 
-    ``warmup_steps`` counts optimizer steps, or is a fraction of all of them when below 1.
+    ``warmup_steps`` counts optimizer steps, or is a fraction of all of them when below 1; ``constant``: no
+    decay after the warm-up.
     """
     estimate = trainer.estimated_stepping_batches
     finite = math.isfinite(estimate)
     timer = _time_budget(trainer)
-    if timer is not None:
+    if constant:
+        warmup = _warmup(warmup_steps, max(1, int(estimate))) if finite or warmup_steps >= 1 else 0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+    elif timer is not None:
         strategy = getattr(trainer, "strategy", None)
         broadcast = strategy.broadcast if strategy is not None else (lambda obj: obj)
         max_steps = max(1, int(estimate)) if finite else None

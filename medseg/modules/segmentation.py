@@ -42,6 +42,7 @@ class SegmentationModule(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         warmup_steps: float = 0.05,
+        schedule: Literal["cosine", "constant"] = "cosine",
         dice_weight: float = 1.0,
         bce_weight: float = 1.0,
         sw_batch_size: int = 1,
@@ -67,6 +68,8 @@ class SegmentationModule(pl.LightningModule):
             warmup_steps: linear warm-up length in optimizer steps, or as a fraction of all steps if < 1;
                 cosine decay to 0 after it, at ``trainer.max_steps`` or where ``trainer.max_time`` runs out
                 (``medseg.modules.schedule``).
+            schedule: ``cosine`` (default): warm-up, then cosine decay to 0 at the end; ``constant``: warm-up,
+                then ``lr`` to the end (MONAI's tutorial loops).
             dice_weight: weight of the soft Dice term of the loss.
             bce_weight: weight of the cross-entropy term (binary for regions, softmax for classes).
             sw_batch_size: windows per forward in sliding-window inference.
@@ -221,7 +224,8 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps)
+        constant = self.hparams.get("schedule", "cosine") == "constant"
+        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps, constant=constant)
 
 
 def check_net(net: nn.Module, task: Task) -> None:

@@ -132,3 +132,15 @@ def test_no_limit_at_all_warms_up_then_stays_constant():
         optimizer.step()
         scheduler.step()
     assert lrs == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_constant_schedule_warms_up_then_keeps_the_rate_to_the_end():
+    optimizer = _optimizer()
+    trainer = SimpleNamespace(estimated_stepping_batches=10, callbacks=[])
+    scheduler = warmup_cosine(optimizer, trainer, warmup_steps=0.2, constant=True)["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == [0.5] + [1.0] * 9  # 2 warm-up steps of 10, then no decay
