@@ -47,7 +47,7 @@ def _near(pixels: np.ndarray, colour) -> np.ndarray:
 
 def test_viewer_shows_the_truth_in_its_colours_where_it_is(tmp_path):
     page = _report(tmp_path)
-    url = page_url(page, "case=BraTS2021_00001&opacity=1&planes=axial")
+    url = page_url(page, "case=BraTS2021_00001&mode=side&opacity=1&planes=axial")
     shot = np.asarray(Image.open(screenshot(url, tmp_path / "shot.png")).convert("RGB"))
     panes = _panes(shot)
     assert len(panes) == 2, f"expected the truth and prediction canvases side by side, found {len(panes)}"

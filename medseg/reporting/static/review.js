@@ -20,12 +20,13 @@
     caseId: null,
     items: null, // key -> {name, base64} of the open case
     modality: params.get("modality") || null,
-    mode: params.get("mode") || "side", // side: truth | prediction; contours: truth outlined on the prediction
+    mode: params.get("mode") || "contours", // contours: truth outlined on the prediction (one viewer); side: two
     opacity: params.has("opacity") ? Number(params.get("opacity")) : 0.5,
     planes: params.get("planes") || "all",
     panes: {}, // "truth" | "prediction" -> {nv, image, prediction, truth} (NVImage or null)
     pending: {},
     generation: 0,
+    timings: {},
   };
 
   // ------------------------------------------------------------------------------------------- tables
@@ -104,9 +105,14 @@
     return lut;
   }
 
-  async function loadVolume(key, options = {}) {
+  async function loadVolume(key) {
+    // each file is decoded once per case; each pane gets its own copy (a volume belongs to one viewer)
     const item = state.items[key];
-    return niivue.NVImage.loadFromBase64({ base64: item.base64, name: item.name, ...options });
+    if (!item.decoded) item.decoded = niivue.NVImage.loadFromBase64({ base64: item.base64, name: item.name });
+    const decoded = await item.decoded;
+    const copy = decoded.clone(); // clone() keeps the header and voxels; the rest NiiVue needs is copied here
+    for (const field of ["name", "nFrame4D", "nTotalFrame4D", "nVox3D"]) copy[field] = decoded[field];
+    return copy;
   }
 
   async function loadLabel(key, outline) {
@@ -114,6 +120,12 @@
     volume.hdr.intent_code = 1002; // NIfTI "label": NiiVue then outlines it when asked
     volume.setColormapLabel(labelLut(outline));
     return volume;
+  }
+
+  function mark(name) {
+    // stage times (ms since the page began), for whoever measures the page: body[data-timings]
+    state.timings[name] = Math.round(performance.now());
+    document.body.dataset.timings = JSON.stringify(state.timings);
   }
 
   // ------------------------------------------------------------------------------------------- viewer
@@ -162,14 +174,16 @@
     layers.push(name === "prediction" && info.prediction ? await loadLabel(info.prediction, false) : null);
     layers.push(info.truth && (name === "truth" || contours) ? await loadLabel(info.truth, contours) : null);
     if (generation !== state.generation) return; // another case or setting was chosen meanwhile
-    while (nv.volumes.length) nv.removeVolume(nv.volumes[nv.volumes.length - 1]);
     const [image, prediction, truth] = layers;
-    for (const volume of layers) if (volume) nv.addVolume(volume);
+    if (prediction) prediction.opacity = state.opacity;
+    if (truth) truth.opacity = contours ? 0.001 : state.opacity; // an outline only (0 would skip the layer)
+    nv.opts.atlasOutline = contours ? 1 : 0;
+    // every change of volumes redraws all layers (on the CPU without a GPU): replace them in one change
+    const present = layers.filter(Boolean);
+    nv.volumes = present.slice(0, -1);
+    nv.addVolume(present[present.length - 1]);
     if (image && channel.frame !== null && channel.frame !== undefined) nv.setFrame4D(image.id, channel.frame);
     Object.assign(pane, { image, prediction, truth, channel });
-    nv.setAtlasOutline(contours ? 1 : 0);
-    if (prediction) nv.setOpacity(nv.volumes.indexOf(prediction), state.opacity);
-    if (truth) nv.setOpacity(nv.volumes.indexOf(truth), contours ? 0.001 : state.opacity);
     nv.setSliceType(sliceType(nv));
     if (info.focus) nv.scene.crosshairPos = nv.mm2frac(info.focus);
     nv.drawScene();
@@ -184,7 +198,10 @@
     }
     document.getElementById("caption-prediction").textContent =
       state.mode === "contours" && info.truth ? "prediction (filled), truth (white outline)" : "prediction";
-    for (const name of names) await fillPane(name, info, generation);
+    for (const name of names) {
+      await fillPane(name, info, generation);
+      mark(`drawn ${name}`);
+    }
     if (generation !== state.generation) return;
     const shown = names.map((n) => state.panes[n].nv);
     for (const nv of shown) {
@@ -208,7 +225,9 @@
     document.getElementById("viewer-title").textContent = `${caseId}: loading…`;
     state.caseId = caseId;
     try {
+      state.timings = { open: Math.round(performance.now()) };
       const items = await readBundle(caseId);
+      mark("bundle read");
       if (state.caseId !== caseId) return;
       state.items = items;
       buildControls(CASES[caseId]);
@@ -241,7 +260,7 @@
       parts.push(control("scan", `<select id="c-modality">${options(names, state.modality)}</select>`));
     }
     if (info.truth) {
-      const modes = [["side", "truth | prediction"], ["contours", "truth as outline"]];
+      const modes = [["contours", "prediction, truth outlined"], ["side", "truth | prediction"]];
       parts.push(control("show", `<select id="c-mode">${options(modes, state.mode)}</select>`));
     }
     const planes = [["all", "3 planes + 3-D"], ["axial", "axial"], ["coronal", "coronal"], ["sagittal", "sagittal"],
@@ -264,8 +283,9 @@
       state.opacity = Number(e.target.value);
       for (const pane of visiblePanes()) {
         const contours = state.mode === "contours" && pane.truth && pane.prediction;
-        if (pane.prediction) pane.nv.setOpacity(pane.nv.volumes.indexOf(pane.prediction), state.opacity);
-        if (pane.truth && !contours) pane.nv.setOpacity(pane.nv.volumes.indexOf(pane.truth), state.opacity);
+        if (pane.prediction) pane.prediction.opacity = state.opacity;
+        if (pane.truth && !contours) pane.truth.opacity = state.opacity;
+        pane.nv.updateGLVolume();
       }
     });
     on("c-level", "input", applyWindow);
