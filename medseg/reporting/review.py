@@ -161,10 +161,11 @@ def viewer_case(report_dir: Path, row: dict) -> dict | None:
     }
 
 
-def copy_assets(report_dir: Path) -> None:
-    """The viewer, script and style beside ``index.html`` (copied again only when they differ in size)."""
+def copy_assets(report_dir: Path, viewer: bool = True) -> None:
+    """The script and style (and with ``viewer`` NiiVue and its licences) beside ``index.html``, copied again
+    only when they differ in size."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    for name in ASSETS:
+    for name in ASSETS if viewer else ("review.js", "review.css"):
         target = report_dir / name
         if not target.exists() or target.stat().st_size != (STATIC / name).stat().st_size:
             shutil.copyfile(STATIC / name, target)
@@ -205,9 +206,17 @@ def write_page(
     """``report_dir/index.html``: ``sections`` (HTML, in order) and, with ``viewer`` {"labels": label_table,
     "cases": {case_id: viewer_case}}, the case viewer beside them; copies the assets beside it."""
     report_dir = Path(report_dir)
-    copy_assets(report_dir)
+    has_viewer = bool(viewer and viewer.get("cases"))
+    copy_assets(report_dir, has_viewer)
     data = json.dumps(viewer or {"labels": [], "cases": {}}).replace("</", "<\\/")
-    viewer_html = VIEWER if viewer and viewer.get("cases") else ""
+    viewer_html = VIEWER if has_viewer else ""
+    footer = (
+        "Viewer: <a href='NIIVUE_LICENSE.txt'>NiiVue</a> (BSD-2). Opens offline from the file system; each case's "
+        "files load when it is opened."
+        if has_viewer
+        else "Opens offline from the file system."
+    )
+    niivue = "<script src='niivue.umd.js' defer></script>" if has_viewer else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -216,10 +225,9 @@ def write_page(
 <main><div id="tables">
 {chr(10).join(sections)}
 </div>{viewer_html}</main>
-<footer>Made by medseg. Viewer: <a href="NIIVUE_LICENSE.txt">NiiVue</a> (BSD-2). Opens offline from the file
-system; each case's files load when it is opened.</footer>
+<footer>Made by medseg. {footer}</footer>
 <script id="medseg-data" type="application/json">{data}</script>
-<script src="niivue.umd.js" defer></script>
+{niivue}
 <script src="review.js" defer></script>
 </body></html>
 """
