@@ -1,13 +1,11 @@
 /* medseg review page: sortable tables, and a NiiVue viewer of each case's own files.
- *
- * The page's data (a <script type="application/json" id="medseg-data">, written by medseg/reporting/review.py):
- *   {"labels": [{"value", "name", "colour": [r, g, b]}],
- *    "cases": {case_id: {"bundle": "cases/<case>.js", "channels": [{"name", "volume", "frame"}],
- *                        "prediction": key | null, "truth": key | null, "focus": [x, y, z] mm | null,
- *                        "overlay": PNG | null}}}
+ * Its data (<script id="medseg-data" type="application/json">, written by medseg/reporting/review.py):
+ *   {"labels": [{"value", "name", "colour": [r, g, b]}], "cases": {case_id: {"bundle": "cases/<case>.js",
+ *    "channels": [{"name", "volume", "frame"}], "prediction": key | null, "truth": key | null,
+ *    "focus": [x, y, z] mm | null, "overlay": PNG | null}}}
  * A bundle calls medsegCase(case_id, [{"key", "name", "base64"}]): the exact bytes of the case's files. It is
  * injected as a <script> when the case is opened (file:// pages may not fetch() files, but may load scripts).
- * The address may say what to show: #case=ID&mode=contours&opacity=0.8&planes=axial&modality=flair
+ * The address may say what to show: #case=ID&mode=side&opacity=0.8&planes=axial&modality=flair
  */
 "use strict";
 
@@ -30,7 +28,6 @@
   };
 
   // ------------------------------------------------------------------------------------------- tables
-
   function sortValue(cell) {
     const text = cell.dataset.sort ?? cell.textContent;
     const number = parseFloat(text);
@@ -71,7 +68,6 @@
   }
 
   // ------------------------------------------------------------------------------------------- loading
-
   window.medsegCase = function (caseId, items) {
     const resolve = state.pending[caseId];
     delete state.pending[caseId];
@@ -95,9 +91,7 @@
     for (let v = 0; v <= top; v++) {
       const label = LABELS.get(v);
       const colour = outline ? [255, 255, 255] : label ? label.colour : [0, 0, 0];
-      lut.R.push(colour[0]);
-      lut.G.push(colour[1]);
-      lut.B.push(colour[2]);
+      ["R", "G", "B"].forEach((channel, i) => lut[channel].push(colour[i]));
       lut.A.push(label ? 255 : 0);
       lut.I.push(v);
       lut.labels.push(label ? label.name : v === 0 ? "background" : String(v));
@@ -129,7 +123,6 @@
   }
 
   // ------------------------------------------------------------------------------------------- viewer
-
   function paneNames(info) {
     if (!info.truth) return ["prediction"];
     return state.mode === "contours" ? ["prediction"] : ["truth", "prediction"];
@@ -185,7 +178,11 @@
     if (image && channel.frame !== null && channel.frame !== undefined) nv.setFrame4D(image.id, channel.frame);
     Object.assign(pane, { image, prediction, truth, channel });
     nv.setSliceType(sliceType(nv));
-    if (info.focus) nv.scene.crosshairPos = nv.mm2frac(info.focus);
+    focus(nv, info);
+  }
+
+  function focus(nv, info) {
+    if (info.focus) nv.scene.crosshairPos = nv.mm2frac(info.focus); // the centre of the truth, else prediction
     nv.drawScene();
   }
 
@@ -242,12 +239,8 @@
   }
 
   // ------------------------------------------------------------------------------------------- controls
-
-  function control(label, html) {
-    return `<label>${label} ${html}</label>`;
-  }
-
   function buildControls(info) {
+    const control = (label, html) => `<label>${label} ${html}</label>`;
     const options = (values, chosen) =>
       values.map(([v, text]) => `<option value="${v}"${v === chosen ? " selected" : ""}>${text}</option>`).join("");
     if (!info.channels.some((c) => c.name === state.modality)) {
@@ -290,18 +283,14 @@
     });
     on("c-level", "input", applyWindow);
     on("c-width", "input", applyWindow);
-    on("c-focus", "click", () => {
-      for (const pane of visiblePanes()) if (info.focus) pane.nv.scene.crosshairPos = pane.nv.mm2frac(info.focus);
-      for (const pane of visiblePanes()) pane.nv.drawScene();
-    });
+    on("c-focus", "click", () => visiblePanes().forEach((pane) => focus(pane.nv, info)));
     on("c-prev", "click", () => step(-1));
     on("c-next", "click", () => step(1));
   }
 
   function visiblePanes() {
-    return Object.entries(state.panes)
-      .filter(([name]) => !document.getElementById(`pane-${name}`).hidden)
-      .map(([, pane]) => pane);
+    const shown = ([name]) => !document.getElementById(`pane-${name}`).hidden;
+    return Object.entries(state.panes).filter(shown).map(([, pane]) => pane);
   }
 
   function step(direction) {
@@ -346,7 +335,6 @@
   }
 
   // ------------------------------------------------------------------------------------------- read-out
-
   function fileVoxel(volume, mm) {
     // voxel index in the file's own order: the inverse of its affine (NIfTI sform, rows) applied to mm
     const a = volume.hdr.affine;
@@ -354,8 +342,8 @@
     const d = [0, 1, 2].map((r) => mm[r] - a[r][3]);
     const det = (c) => c[0][0] * (c[1][1] * c[2][2] - c[1][2] * c[2][1]) - c[0][1] * (c[1][0] * c[2][2] - c[1][2] * c[2][0])
       + c[0][2] * (c[1][0] * c[2][1] - c[1][1] * c[2][0]);
-    const whole = det(m);
-    return [0, 1, 2].map((col) => Math.round(det(m.map((row, r) => row.map((v, c) => (c === col ? d[r] : v)))) / whole));
+    // Cramer's rule: column col of m replaced by d
+    return [0, 1, 2].map((col) => Math.round(det(m.map((row, r) => row.map((v, c) => (c === col ? d[r] : v)))) / det(m)));
   }
 
   function valueAt(volume, mm) {
@@ -397,7 +385,6 @@
   }
 
   // ------------------------------------------------------------------------------------------- start
-
   document.querySelectorAll("table.sortable").forEach(setUpTable);
   const first = params.get("case") || document.querySelector("#cases tbody tr.viewable")?.dataset.case;
   if (first && CASES[first]) {
