@@ -26,6 +26,7 @@ COMMANDS = {
         "fit temperatures for a model's probabilities on labelled cases (ECE before/after)",
     ),
     "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region or class of predictions against labels"),
+    "report": ("medseg.commands.report:main", "the page of a fit run: training curves and the validation table"),
     "export": (
         "medseg.commands.export:main",
         "export a checkpoint's network to ONNX or TorchScript, checked against PyTorch",

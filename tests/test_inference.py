@@ -67,7 +67,7 @@ def test_predict_report_writes_overlays_and_html(tmp_path, monkeypatch):
     png = out / "report" / "BraTS2021_00012.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
-    assert "BraTS2021_00012.png" in page and "Region volumes" in page
+    assert "BraTS2021_00012.png" in page and "<th data-key='ml WT'>WT ml</th>" in page
     (row,) = json.loads((out / "report" / "cases.json").read_text(encoding="utf-8"))
     voxel_ml = abs(np.linalg.det(LPS_AFFINE[:3, :3])) / 1000
     assert row["WT"] == pytest.approx((label > 0).sum() * voxel_ml, rel=1e-5)  # ml
@@ -132,7 +132,7 @@ def test_dicom_series_case_predicted_on_its_grid(tmp_path):
 
 
 def test_training_curves_picture(tmp_path):
-    from medseg.reporting.html import plot_curves
+    from medseg.reporting.runs import plot_curves
 
     metrics = tmp_path / "metrics.csv"
     rows = ["epoch,step,train/loss,train/dice,val/dice_wt"] + [

@@ -108,3 +108,6 @@ def test_demo_prints_results_not_noise(tmp_path, kind):
     for message in SILENCED:
         assert message not in text, f"{message!r} in:\n{text}"
     assert "wandb: WARNING" not in text, text
+    page = Path(done.stdout.strip().splitlines()[-1].split(": ", 1)[1])  # the demo ends with its review page
+    assert page.name == "index.html" and (page.parent / "cases").is_dir() and (page.parent / "niivue.umd.js").is_file()
+    assert (page.parent / "training_curves.png").is_file()  # the curves of the run's own wandb log

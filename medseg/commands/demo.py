@@ -124,23 +124,27 @@ def run_ct(args: argparse.Namespace) -> int:
     if code:
         return code
     start = time.perf_counter()
-    code = evaluate.main(["--pred", str(predictions), "--label", str(data / "labelsTs")])
+    code = evaluate.main(["--pred", str(predictions), "--label", str(data / "labelsTs"), "--report"])
     timings["evaluate"] = time.perf_counter() - start
     _finish(predictions, run_dir, timings, ckpt)
     return code
 
 
 def _finish(predictions: Path, run_dir: Path, timings: dict, ckpt: Path) -> None:
-    """The report page (curves when a CSV logger ran, metrics), timings and where things are."""
+    """The review page (with the run's training curves), timings and where things are; the page last."""
+    from medseg.errors import LayoutError
     from medseg.reporting import html as report
+    from medseg.reporting.runs import plot_rows, read_run
 
     report_dir = predictions / "report"
-    for metrics_csv in sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"))[-1:]:  # CSV logger
-        print(f"training curves: {report.plot_curves(metrics_csv, report_dir / 'training_curves.png')}")
-    report.write_html(report_dir, metrics_summary=predictions / "metrics_summary.json")
-    print(f"report: {report_dir / 'index.html'}")
+    try:
+        plot_rows(read_run(run_dir)[0], report_dir / "training_curves.png")
+    except LayoutError as e:  # a logger that wrote nothing readable: the page goes without curves
+        print(f"training curves: none ({e})")
+    page = report.write_html(report_dir, metrics_summary=predictions / "metrics_summary.json")
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {sum(timings.values()):.0f} s")
     print(f"checkpoint: {ckpt}\npredictions: {predictions}")
+    print(f"review page (open it in a browser; it needs no server or network): {page.resolve()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         return code
 
     start = time.perf_counter()
-    code = evaluate.main(["--pred", str(out / "predictions"), "--label", str(test_dir)])
+    code = evaluate.main(["--pred", str(out / "predictions"), "--label", str(test_dir), "--report"])
     timings["evaluate"] = time.perf_counter() - start
     _finish(out / "predictions", run_dir, timings, ckpt)
     return code

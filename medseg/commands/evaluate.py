@@ -17,6 +17,8 @@ from medseg.evaluation import (
 )
 from medseg.metrics.lesion import LESION_HD95_PENALTY_MM
 from medseg.metrics.segmentation import HD95_PENALTY_MM
+from medseg.reporting import html as report
+from medseg.reporting.scored import scored_rows
 from medseg.tasks import get_task
 
 
@@ -70,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-hd95", action="store_true", help="skip HD95 (Dice only, much faster)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="where the CSV/JSON go (default: --pred)")
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUT/report/index.html: the cases worst first, each viewable with its truth beside its "
+        "prediction (with the scans when medseg predict --report wrote the predictions), and a PNG per case",
+    )
+    parser.add_argument(
         "--lesion-wise", action="store_true", help="also lesion-wise Dice and HD95 and lesion counts (BraTS 2023+)"
     )
     parser.add_argument(
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.min_lesion_volume and not args.lesion_wise:
         parser.error("--min-lesion-volume needs --lesion-wise")
-    _, summary = evaluate_folder(
+    rows, summary = evaluate_folder(
         args.pred,
         args.label,
         args.convention,
@@ -107,11 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: ignored {len(ignored)} prediction(s) without a label: {list_some(ignored)}")
     out = args.out if args.out is not None else args.pred
     print(f"per-case metrics: {out / PER_CASE_CSV}\nsummary: {out / SUMMARY_JSON}")
+    if args.report and rows:
+        print(f"report: {write_report(out / 'report', args, rows, summary, out / SUMMARY_JSON)}")
     if summary["n_missing"]:
         missing = f"{summary['n_missing']} labelled case(s) have no prediction: {list_some(summary['missing'])}"
         print(f"medseg: error: {missing} (left out of the means above)", file=sys.stderr)
         return 1
     return 0
+
+
+def write_report(report_dir: Path, args: argparse.Namespace, rows: list[dict], summary: dict, summary_json: Path):
+    """The review page of the scored cases (:mod:`medseg.reporting.scored`), merged with predict's rows."""
+    task = get_task(summary["task"])
+    pred_task = get_task(args.pred_convention) if args.pred_convention else None
+    scored = scored_rows(report_dir, args.pred, args.label, rows, task, pred_task)
+    return report.write_html(report_dir, report.merge_rows(report_dir, scored), summary_json, task=task)
 
 
 def lesion_counts(summary: dict) -> str:

@@ -20,7 +20,8 @@ from medseg.inference.postprocess import beside
 from medseg.inference.segment import model_task
 from medseg.io import case_output_name, check_output_dir
 from medseg.reporting import html as report
-from medseg.tasks import PRESETS
+from medseg.reporting.review import scan_files
+from medseg.tasks import PRESETS, get_task
 
 DESCRIPTION = """\
 Segment CT or MRI scans with a checkpoint written by `medseg fit`: the checkpoint knows its task (the
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report",
         action="store_true",
-        help="also write OUT/report/: a PNG overlay per case and index.html with volumes",
+        help="also write OUT/report/: index.html, a page of the cases (volumes in ml) with a viewer of each case's "
+        "scans and prediction that opens offline from the file system, and a PNG overlay per case",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
     parser.add_argument(
@@ -146,12 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report_case(result, task, report_dir: Path) -> dict:
+def _report_case(result, case: dict, predictor: Predictor, out: Path) -> dict:
+    """The case's PNG and its row of the review page: volumes per output and the files the viewer shows."""
     image, masks = result.preview
-    path = report_dir / f"{result.case_id}.png"
-    png = report.save_overlay(image, masks, path, title=result.case_id, names=task.outputs)
+    task = predictor.convention
+    png = report.save_overlay(
+        image, masks, out / "report" / f"{result.case_id}.png", result.case_id, names=task.outputs
+    )
     volumes = report.region_volumes_ml(result.label, task, result.voxel_ml)  # ml per output of the task
-    return {"case_id": result.case_id, **volumes, "overlay": png.name}
+    files = {
+        "images": scan_files(case, predictor.task.channel_names),
+        "prediction": str(out / case_output_name(case["case_id"])),
+    }
+    return {"case_id": result.case_id, **volumes, "overlay": png.name, "files": files}
 
 
 def postprocess_file(args: argparse.Namespace) -> Path | None:
@@ -205,7 +214,7 @@ def predict_one(predictor: Predictor, case: dict, args: argparse.Namespace) -> d
         tqdm.write(f"medseg predict: skipped {case['case_id']}: {error}", file=sys.stderr)
         return {**outcome, "status": "failed", "error": str(error)}
     if args.report:
-        outcome["row"] = _report_case(result, predictor.convention, out / "report")
+        outcome["row"] = _report_case(result, case, predictor, out.resolve())
     predictor.write(result, out)
     return {**outcome, "seconds": time.perf_counter() - start, "passes": predictor.describe_passes()}
 
@@ -255,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     if args.devices > 1 or args.num_nodes > 1:  # each process loads the model; here only its task is read
         cases = find_predict_cases(args.inputs, model_task(args.ckpt[0]).channel_names)
         check_output_dir(out, cases)
-        outcomes = _predict_distributed(cases, args)
+        outcomes, predictor = _predict_distributed(cases, args), None
     else:
         predictor = _predictor(args)
         cases = find_predict_cases(args.inputs, predictor.task.channel_names)  # the channels the model takes
@@ -268,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
                     bar.set_postfix_str(f"{outcomes[-1]['seconds']:.1f} s/case, {predictor.passes} passes")
     rows = [o["row"] for o in outcomes if o["row"]]
     if args.report and rows:
-        print(f"report: {report.write_html(out / 'report', report.merge_rows(out / 'report', rows))}")
+        task = predictor.convention if predictor else get_task(args.label_convention or model_task(args.ckpt[0]))
+        print(f"report: {report.write_html(out / 'report', report.merge_rows(out / 'report', rows), task=task)}")
     counts = {status: sum(o["status"] == status for o in outcomes) for status in ("written", "skipped", "failed")}
     note = f"; {counts['skipped']} already there (use --overwrite to redo)" if counts["skipped"] else ""
     print(f"wrote {counts['written']} label map(s) to {out}{note}")

@@ -2,14 +2,14 @@
 
 - ``save_overlay``: a PNG per case, axial / coronal / sagittal slices through the tumour with one colour
   per region and a legend (truth on top when a label is given, prediction below);
-- ``write_html``: ``index.html`` with the volume of each output (region or class) in ml per case, the
-  metrics table when ``medseg evaluate`` has run, and the overlays;
-- ``plot_curves``: training curves from a CSV logger's ``metrics.csv``.
+- ``write_html``: ``index.html``, the review page (:mod:`medseg.reporting.review`): the volume of each
+  output (region or class) in ml per case, the metrics when ``medseg evaluate`` has run, a viewer per case.
+
+Training curves: :mod:`medseg.reporting.runs`.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 from collections.abc import Sequence
@@ -24,8 +24,10 @@ from matplotlib.patches import Patch
 
 from medseg.evaluation import summary_outputs
 from medseg.io import atomic_path, write_atomic
-from medseg.reporting.overlays import REGIONS, colours, overlay_grid
-from medseg.tasks import Task
+from medseg.metrics.segmentation import metric_keys
+from medseg.reporting.overlays import REGIONS, colours, overlay_panels
+from medseg.reporting.review import ROW_KEYS, label_table, table_html, viewer_case, write_page
+from medseg.tasks import Task, get_task
 
 LEGEND = {"WT": "whole tumour (edema)", "TC": "tumour core", "ET": "enhancing tumour"}
 
@@ -38,25 +40,29 @@ def legend(names) -> list[tuple[str, tuple[float, float, float]]]:
 
 
 def save_overlay(image, pred, path: str | Path, title: str = "", label=None, names=REGIONS) -> Path:
-    """image [C, X, Y, Z] (RAS), pred / label [N, X, Y, Z] masks named ``names`` (default TC, WT, ET) -> PNG."""
-    grid = overlay_grid(image, label, pred, names=names)  # [rows*H, 3*W, 3] uint8
-    rows = 1 if label is None else 2
-    fig, ax = plt.subplots(figsize=(9, 3.2 * rows), dpi=100)
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_axis_off()
-    width = grid.shape[1] / 3
-    for i, name in enumerate(("axial", "coronal", "sagittal")):
-        ax.text((i + 0.5) * width, -4, name, ha="center", va="bottom", fontsize=9)
-    for r, name in enumerate(["truth", "prediction"][-rows:]):
-        ax.text(-6, (r + 0.5) * grid.shape[0] / rows, name, ha="right", va="center", rotation=90, fontsize=9)
+    """image [C, X, Y, Z] (RAS), pred / label [N, X, Y, Z] masks named ``names`` (default TC, WT, ET) -> PNG:
+    a row per truth (when given) and prediction, a column per plane, the legend below."""
+    panels = overlay_panels(image, label, pred, names=names)  # rows x [axial, coronal, sagittal] [H, W, 3]
+    rows = len(panels)
+    fig, axes = plt.subplots(rows, 3, figsize=(9, 2.9 * rows + 0.9), dpi=100, squeeze=False, layout="constrained")
+    for r, row_name in enumerate(["truth", "prediction"][-rows:]):
+        for c, plane in enumerate(("axial", "coronal", "sagittal")):
+            ax = axes[r, c]
+            ax.imshow(panels[r][c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if r == 0:
+                ax.set_title(plane, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_name, fontsize=9)
     handles = [Patch(color=colour, label=text) for text, colour in legend(names)]
-    ncol = min(len(handles), 6)
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=8, frameon=False)
-    ax.set_title(title, fontsize=10, pad=16)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, bbox_inches="tight", format="png")
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
 
@@ -77,75 +83,95 @@ def merge_rows(out_dir: str | Path, rows: Sequence[dict]) -> list[dict]:
     return ordered
 
 
-def write_html(
-    out_dir: str | Path, rows: Sequence[dict] | None = None, metrics_summary: str | Path | None = None
-) -> Path:
-    """``out_dir/index.html``: one row per case (volumes in ml, overlay), plus the evaluate summary.
+def _summary_table(summary: dict) -> str:
+    """The evaluate summary: a row per output and the mean, Dice and HD95 as mean ± std."""
+    kind, outputs = summary_outputs(summary)
+    parts = [f"<h2>Metrics</h2><table><tr><th>{kind}</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>"]
+    for name, key in (*outputs, ("mean", "mean")):
+        dice, hd = summary.get(f"dice_{key}", {}), summary.get(f"hd95_{key}", {})
+        parts.append(
+            f"<tr><td>{html.escape(name)}</td>"
+            f"<td>{dice.get('mean', float('nan')):.4f} ± {dice.get('std', float('nan')):.4f}</td>"
+            f"<td>{hd.get('mean', float('nan')):.2f} ± {hd.get('std', float('nan')):.2f}</td></tr>"
+        )
+    return "\n".join([*parts, "</table>"])
 
-    rows: ``{"case_id", <output>: ml for each output of the task ("TC", "WT", "ET"; "liver", ...),
-    "overlay" (path relative to out_dir)}``; default: the rows stored in ``out_dir/cases.json`` by
-    :func:`merge_rows`. The volume columns are the outputs in the order the rows first name them.
+
+def case_columns(outputs: Sequence[str], rows: Sequence[dict]) -> list[tuple[str, str, int]]:
+    """(key, header, digits) of the case table: volumes (ml) per output, then, where the rows are scored,
+    Dice and HD95 per output and their means, and lesions found/missed/false positive per output."""
+    columns = [("case_id", "case", 0)] + [(f"ml {name}", f"{name} ml", 1) for name in outputs]
+    scored = {key for row in rows for key in (row.get("metrics") or {})}
+    named = [*zip(outputs, metric_keys(list(outputs))), ("mean", "mean")]
+    for metric, header, digits in (("dice", "Dice", 3), ("hd95", "HD95", 1)):
+        columns += [(f"{metric}_{k}", f"{header} {n}", digits) for n, k in named if f"{metric}_{k}" in scored]
+    columns += [(f"lesions_{k}", f"{n} lesions found/missed/FP", 0) for n, k in named if f"lesions_tp_{k}" in scored]
+    return columns
+
+
+def _table_row(row: dict, outputs: Sequence[str]) -> dict:
+    values = {"id": row["case_id"], "case_id": row["case_id"], **{f"ml {n}": row.get(n) for n in outputs}}
+    metrics = row.get("metrics") or {}
+    values.update(metrics)
+    for key in metric_keys(list(outputs)):
+        if f"lesions_tp_{key}" in metrics:
+            tp, fn, fp = (int(metrics[f"lesions_{c}_{key}"]) for c in ("tp", "fn", "fp"))
+            values[f"lesions_{key}"] = (f"{tp}/{fn}/{fp}", fn + fp)  # sorted by the lesions got wrong
+    return values
+
+
+def _find_task(out_dir: Path, task: Task | None, summary: dict) -> Task | None:
+    """The task the page colours labels by: given (stored in ``task.json``), the summary's, or the stored one."""
+    store = out_dir / "task.json"
+    if task is not None:
+        write_atomic(store, json.dumps(task.to_dict(), indent=1))
+        return task
+    if summary.get("task"):
+        return get_task(summary["task"])
+    return get_task(json.loads(store.read_text(encoding="utf-8"))) if store.exists() else None
+
+
+def write_html(
+    out_dir: str | Path,
+    rows: Sequence[dict] | None = None,
+    metrics_summary: str | Path | None = None,
+    task: Task | None = None,
+) -> Path:
+    """``out_dir/index.html``, the review page (:mod:`medseg.reporting.review`): the evaluate summary, a row
+    per case (volumes in ml; Dice, HD95 and lesion counts when scored; worst Dice first then) and the viewer
+    of each case's files.
+
+    rows: see :mod:`medseg.reporting.review` (``files`` and ``metrics`` optional); default: the rows stored
+    in ``out_dir/cases.json`` by :func:`merge_rows`. The volume columns are the outputs in the order the rows
+    first name them. task: what the label values mean (for the viewer's colours); default: the summary's, or
+    the one stored by an earlier call.
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if rows is None:
         rows = json.loads((out_dir / "cases.json").read_text(encoding="utf-8"))
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>medseg predictions</title>",
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd}"
-        "td{text-align:right}td:first-child{text-align:left}img{max-width:900px}</style></head><body>",
-        f"<h1>medseg predictions</h1><p>{len(rows)} case(s)</p>",
-    ]
+    summary = {}
     if metrics_summary and Path(metrics_summary).exists():
         summary = json.loads(Path(metrics_summary).read_text(encoding="utf-8"))
-        kind, outputs = summary_outputs(summary)
-        parts.append(
-            f"<h2>Metrics</h2><table><tr><th>{kind}</th><th>Dice mean ± std</th><th>HD95 mm mean ± std</th></tr>"
-        )
-        for name, key in (*outputs, ("mean", "mean")):
-            dice, hd = summary.get(f"dice_{key}", {}), summary.get(f"hd95_{key}", {})
-            parts.append(
-                f"<tr><td>{html.escape(name)}</td>"
-                f"<td>{dice.get('mean', float('nan')):.4f} ± {dice.get('std', float('nan')):.4f}</td>"
-                f"<td>{hd.get('mean', float('nan')):.2f} ± {hd.get('std', float('nan')):.2f}</td></tr>"
-            )
-        parts.append("</table>")
+    task = _find_task(out_dir, task, summary)
+    outputs = list(dict.fromkeys(k for row in rows for k in row if k not in ROW_KEYS))
+    scored = any(row.get("metrics") for row in rows)
+    ordered = sorted(rows, key=lambda r: (r.get("metrics") or {}).get("dice_mean", 2.0)) if scored else rows
+    sections = [_summary_table(summary)] if summary else []
+    sort = "dice_mean" if scored else ""
+    table = table_html(case_columns(outputs, rows), [_table_row(r, outputs) for r in ordered], "cases", sort)
+    sections.append(f"<h2>Cases</h2>{table}")
     if (out_dir / "training_curves.png").exists():
-        parts.append("<h2>Training</h2><img src='training_curves.png' alt='training curves'>")
-    outputs = list(dict.fromkeys(k for row in rows for k in row if k not in ("case_id", "overlay")))
-    heads = "".join(f"<th>{html.escape(name)}</th>" for name in outputs)
-    parts.append(f"<h2>Region volumes (ml)</h2><table><tr><th>case</th>{heads}</tr>")
-    for row in rows:
-        cells = "".join(f"<td>{row[r]:.1f}</td>" if r in row else "<td></td>" for r in outputs)
-        parts.append(
-            f"<tr><td><a href='#{html.escape(row['case_id'])}'>{html.escape(row['case_id'])}</a></td>{cells}</tr>"
-        )
-    parts.append("</table><h2>Overlays</h2>")
-    for row in rows:
-        if row.get("overlay"):
-            case = html.escape(row["case_id"])
-            parts.append(f"<h3 id='{case}'>{case}</h3><img src='{html.escape(str(row['overlay']))}' alt='{case}'>")
-    parts.append("</body></html>")
-    target = out_dir / "index.html"
-    return write_atomic(target, "\n".join(parts))
-
-
-def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
-    """Training curves (every ``train/*`` and ``val/*`` column of a CSVLogger file) against step."""
-    with open(metrics_csv, newline="") as f:
-        records = list(csv.DictReader(f))
-    columns = [c for c in (records[0].keys() if records else []) if c.startswith(("train/", "val/"))]
-    stages = [stage for stage in ("train/", "val/") if any(c.startswith(stage) for c in columns)] or ["train/"]
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), dpi=100, squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        for column in (c for c in columns if c.startswith(stage)):
-            points = [(int(r["step"]), float(r[column])) for r in records if r.get(column) not in (None, "")]
-            if points:
-                ax.plot(*zip(*points), label=column, marker="." if len(points) < 20 else None)
-        ax.set_title("training" if stage == "train/" else "validation")
-        ax.set_xlabel("step")
-        if ax.lines:
-            ax.legend(fontsize=8)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return Path(out_png)
+        sections.append("<h2>Training</h2><img src='training_curves.png' alt='training curves' class='figure'>")
+    pictures = [f"<figure id='png-{html.escape(r['case_id'])}'><img loading='lazy' src='{html.escape(r['overlay'])}' "
+                f"alt='{html.escape(r['case_id'])}'></figure>" for r in ordered if r.get("overlay")]  # fmt: skip
+    if pictures:
+        sections.append("<details><summary>Static pictures (PNG)</summary>" + "".join(pictures) + "</details>")
+    cases = {r["case_id"]: viewer_case(out_dir, r) for r in ordered}
+    viewer = {"labels": label_table(task) if task else [], "cases": {k: v for k, v in cases.items() if v}}
+    how = "worst Dice first; " if scored else ""
+    note = f"{len(rows)} case(s); {how}click a row to view the case, a header to sort"
+    if task is not None:
+        note += f"; task {html.escape(task.describe())}"
+    title = "medseg predictions, scored" if scored else "medseg predictions"
+    return write_page(out_dir, title, sections, viewer, note)

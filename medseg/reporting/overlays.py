@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_erosion
 
 # region -> RGB for the BraTS regions, painted WT, then TC, then ET (inner regions on top); other outputs
 # (organs, other regions) take PALETTE colours in their order
@@ -38,13 +39,24 @@ def _grey(slice_: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def overlay(slice_: np.ndarray, regions: np.ndarray, alpha: float = 0.45, names=REGIONS) -> np.ndarray:
-    """Grey slice [H, W] + masks [N, H, W] named ``names`` (default TC, WT, ET) -> RGB float [H, W, 3]."""
+def overlay(slice_: np.ndarray, regions: np.ndarray, alpha: float = 0.4, names=REGIONS) -> np.ndarray:
+    """Grey slice [H, W] + masks [N, H, W] named ``names`` (default TC, WT, ET) -> RGB float [H, W, 3].
+
+    Each pixel shows one output, the last painted (for BraTS regions the innermost: ET over TC over WT): its
+    colour blended once over the grey inside, and drawn exactly, unblended, on its edge, so the outlines
+    are the legend's colours.
+    """
     rgb = _grey(slice_)
     palette = colours(names)
-    for name, channel in _paint_order(names):
-        mask = regions[channel] > 0.5
-        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.array(palette[name])
+    order = _paint_order(names)
+    shown = np.full(slice_.shape, -1)  # [H, W] index into order of the output shown, -1 none
+    for k, (_, channel) in enumerate(order):
+        shown[regions[channel] > 0.5] = k
+    for k, (name, _) in enumerate(order):
+        inside = shown == k
+        colour = np.array(palette[name])
+        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * colour
+        rgb[inside & ~binary_erosion(inside, border_value=1)] = colour  # the edge, in the legend's colour
     return rgb
 
 
@@ -56,25 +68,31 @@ def tumour_centre(regions: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(c.mean())) for c in np.nonzero(wt))
 
 
-def overlay_grid(image, label, pred, channel: int | None = None, names=REGIONS) -> np.ndarray:
-    """Axial, coronal and sagittal slices through the labelled voxels: truth (top row) and prediction (bottom).
+def overlay_panels(image, label, pred, channel: int | None = None, names=REGIONS) -> list[list[np.ndarray]]:
+    """Axial, coronal and sagittal slices through the labelled voxels: a row for the truth (when given) and
+    one for the prediction, each ``[axial, coronal, sagittal]`` RGB float [H, W, 3], anatomy up.
 
     image [C, X, Y, Z] (RAS; shown: ``channel``, default flair of four channels, else the first), label and
-    pred [N, X, Y, Z] masks named ``names`` -> uint8 RGB [2*H, 3*W, 3]. ``label`` may be None (one row).
+    pred [N, X, Y, Z] masks named ``names``; ``label`` may be None.
     """
     image = _as_numpy(image)
     image = image[channel if channel is not None else (3 if image.shape[0] == 4 else 0)]
-    rows = [r for r in (label, pred) if r is not None]
-    rows = [_as_numpy(r) for r in rows]
+    rows = [_as_numpy(r) for r in (label, pred) if r is not None]
     cx, cy, cz = tumour_centre(rows[0])  # truth when given, else the prediction
     views = [
         lambda v: np.rot90(v[..., cz]),  # axial
         lambda v: np.rot90(v[:, cy, :]),  # coronal
         lambda v: np.rot90(v[cx, :, :]),  # sagittal
     ]
+    return [
+        [overlay(view(image), np.stack([view(r) for r in regions]), names=names) for view in views] for regions in rows
+    ]
+
+
+def overlay_grid(image, label, pred, channel: int | None = None, names=REGIONS) -> np.ndarray:
+    """:func:`overlay_panels` in one picture (wandb): truth (top row) and prediction -> uint8 RGB [2*H, 3*W, 3]."""
     panels = []
-    for regions in rows:
-        cells = [overlay(view(image), np.stack([view(r) for r in regions]), names=names) for view in views]
+    for cells in overlay_panels(image, label, pred, channel, names):
         height = max(c.shape[0] for c in cells)
         cells = [np.pad(c, ((0, height - c.shape[0]), (0, 2), (0, 0))) for c in cells]
         panels.append(np.concatenate(cells, axis=1))
