@@ -38,6 +38,7 @@ LIGHTNING = {
     "fit": "train a model: medseg fit --config configs/swin_unetr_brats.yaml",
     "validate": "validate a checkpoint: medseg validate --config ... --ckpt_path PATH",
     "test": "test a checkpoint on data.test_dir: medseg test --config ... --ckpt_path PATH",
+    "pretrain": "pre-train the Swin encoder on unlabelled scans: medseg pretrain --config configs/pretrain_demo.yaml",
 }
 HELP = "usage: medseg COMMAND [options]   (medseg COMMAND --help for each)\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {text}" for name, text in [*LIGHTNING.items(), *((n, h) for n, (_, h) in COMMANDS.items())]
@@ -78,11 +79,17 @@ class MedsegCLI(LightningCLI):
     """LightningCLI with medseg's defaults: checkpoints in ``<default_root_dir>/checkpoints`` (so
     ``--ckpt_path last`` finds them again), wandb offline unless asked, the resolved config logged."""
 
-    def __init__(self, args=None, run: bool = True) -> None:
+    def __init__(
+        self,
+        args=None,
+        run: bool = True,
+        model_class: type[LightningModule] = LightningModule,
+        datamodule_class: type[LightningDataModule] = LightningDataModule,
+    ) -> None:
         _quiet_third_party()
         super().__init__(
-            LightningModule,
-            LightningDataModule,
+            model_class,
+            datamodule_class,
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=LoggerSaveConfigCallback,
@@ -152,6 +159,12 @@ def _dispatch(argv: list[str]) -> int:
         print(f"medseg: unknown command {command!r}\n\n{HELP}", file=sys.stderr)
         return 2
     os.environ.setdefault("WANDB_MODE", "offline")  # scans are patient data: nothing leaves by default
+    if command == "pretrain":  # a fit of the pre-training module on unlabelled data; --help shows its options
+        from medseg.data.unlabelled import UnlabelledDataModule
+        from medseg.modules.pretrain import PretrainModule
+
+        MedsegCLI(args=["fit", *argv[1:]], model_class=PretrainModule, datamodule_class=UnlabelledDataModule)
+        return 0
     MedsegCLI(args=argv)
     return 0
 

@@ -38,3 +38,15 @@ def test_command_line_overrides_the_composed_config(tmp_path, monkeypatch, capsy
         "init_args": trainer["logger"]["init_args"],
     }
     assert "project" not in trainer["logger"]["init_args"]  # the experiment's CSVLogger replaced the piece's wandb
+
+
+def test_pretrain_config_composes_with_the_pretraining_module_and_data(tmp_path, monkeypatch, capsys):
+    from medseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--config", str(CONFIGS / "pretrain_demo.yaml"), "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "medseg.modules.pretrain.PretrainModule"
+    assert config["data"]["class_path"] == "medseg.data.unlabelled.UnlabelledDataModule"
+    assert config["trainer"]["precision"] == "32-true" and config["trainer"]["max_steps"] == 400

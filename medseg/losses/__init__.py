@@ -1,4 +1,5 @@
 from medseg.losses.dice_bce import DiceBCELoss
 from medseg.losses.dice_ce import DiceCELoss
+from medseg.losses.ssl import SSLLoss
 
-__all__ = ["DiceBCELoss", "DiceCELoss"]
+__all__ = ["DiceBCELoss", "DiceCELoss", "SSLLoss"]

@@ -22,11 +22,13 @@ from typing import Literal
 import pytorch_lightning as pl
 import torch
 from monai.inferers import sliding_window_inference
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from medseg.errors import ConfigError
 from medseg.losses import DiceBCELoss, DiceCELoss
 from medseg.metrics.segmentation import dice, hd95, metric_keys
+from medseg.modules.finetune import drop_gradients, encoder_parameters, layer_decay_groups
 from medseg.modules.hparams import save_hparams
 from medseg.modules.schedule import warmup_cosine
 from medseg.modules.tta import mirror_axes, mirrored_probabilities, to_logits
@@ -56,6 +58,8 @@ class SegmentationModule(pl.LightningModule):
         log_images: int = 2,
         tta: bool = False,
         tta_axes: tuple[int, ...] | None = None,
+        freeze_encoder_steps: int = 0,
+        layer_decay: float = 1.0,
     ) -> None:
         """
         Args:
@@ -80,8 +84,10 @@ class SegmentationModule(pl.LightningModule):
                 the GPU.
             threshold: probability above which a voxel belongs to a region (regions tasks).
             val_hd95: also compute HD95 during validation (slower; always on in test).
-            pretrained: a weights file for the network (a MONAI SwinUNETR state_dict or a medseg
-                checkpoint), loaded before training.
+            pretrained: a starting point for the network, loaded before training: a ``medseg pretrain``, ``medseg
+                fit`` or CLIP (Swin image encoder) checkpoint, the Swin UNETR authors' ``model_swinvit.pt``,
+                MONAI's ``ssl_pretrained_weights.pth`` or a Swin UNETR state_dict
+                (:mod:`medseg.nets.pretrained`); what was loaded and what stayed initialised is printed.
             log_images: how many validation cases to log as slice overlays to wandb (0: none, for data
                 that must not leave the site).
             tta: validate and test on the mean probabilities of mirrored copies of each volume
@@ -89,6 +95,10 @@ class SegmentationModule(pl.LightningModule):
                 computed on the logits of those probabilities.
             tta_axes: the spatial axes TTA mirrors (0 left-right, 1, 2 in RAS); default: all three for a
                 regions task, 1 and 2 for a classes task (left and right organs must not swap).
+            freeze_encoder_steps: leave the encoder (Swin UNETR's ``swinViT``) untouched for this many optimizer
+                steps while the decoder adapts to it (:mod:`medseg.modules.finetune`).
+            layer_decay: layer-wise learning-rate decay: the decoder at ``lr``, the deepest encoder stage at
+                ``lr * layer_decay``, each stage below once more times it; 1 turns it off.
         """
         super().__init__()
         save_hparams(self)  # the net as its config when LightningCLI built it; left out when built in Python
@@ -108,7 +118,9 @@ class SegmentationModule(pl.LightningModule):
         self.task = get_task("brats2021")
         self.loss = DiceBCELoss(dice_weight, bce_weight)
         if pretrained:
-            load_pretrained(self.net, pretrained)
+            rank_zero_info(str(load_pretrained(self.net, pretrained)))
+        self._frozen = encoder_parameters(net) if freeze_encoder_steps > 0 else []
+        layer_decay_groups(net, lr, layer_decay)  # a network without a known encoder fails here, not after setup
         mirror_axes("regions", tta_axes)  # a wrong axis fails here, not after an epoch
 
     def setup(self, stage: str) -> None:
@@ -175,6 +187,19 @@ class SegmentationModule(pl.LightningModule):
         ``image`` along ``tta_axes`` (none: one pass)."""
         return mirrored_probabilities(lambda x: self.sliding_window(x, **window), image, self.task.kind, tta_axes)
 
+    def on_train_start(self) -> None:
+        steps = self.hparams.freeze_encoder_steps
+        if steps and self.global_step < steps:
+            rank_zero_info(f"encoder frozen until step {steps} (model.init_args.freeze_encoder_steps)")
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.hparams.freeze_encoder_steps and self.global_step == self.hparams.freeze_encoder_steps:
+            rank_zero_info(f"step {self.global_step}: the encoder trains from now on")
+
+    def on_after_backward(self) -> None:
+        if self.global_step < self.hparams.freeze_encoder_steps:
+            drop_gradients(self._frozen)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])  # [B, R or K+1, *roi]
         losses = self.loss(logits, batch["label"])
@@ -223,9 +248,11 @@ class SegmentationModule(pl.LightningModule):
         log_image(key=f"val/overlay_{index}", images=[picture], caption=[str(case_id)], step=self.global_step)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        constant = self.hparams.get("schedule", "cosine") == "constant"
-        return warmup_cosine(optimizer, self.trainer, self.hparams.warmup_steps, constant=constant)
+        h = self.hparams
+        groups = layer_decay_groups(self.net, h.lr, h.get("layer_decay", 1.0))
+        optimizer = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay)
+        constant = h.get("schedule", "cosine") == "constant"
+        return warmup_cosine(optimizer, self.trainer, h.warmup_steps, constant=constant)
 
 
 def check_net(net: nn.Module, task: Task) -> None:
