@@ -43,7 +43,7 @@ white-matter hyperintensities; small labelled satellite lesions; thick-slice blu
 Rician noise and about a voxel of label-boundary noise. Each case's draws go to demo_truth.json ("hard").
 --extent real makes heads of a fixed size whose brain spans what a real skull-stripped BraTS brain does
 (foreground crop about 146 x 174 x 148 mm; the default, small, fills the volume: at 240 x 240 x 155 mm a
-brain of about 156 x 185 x 108 mm) and defaults --shape and --spacing to BraTS's 240 240 155 at 1 mm.
+brain of about 161 x 182 x 108 mm) and defaults --shape and --spacing to BraTS's 240 240 155 at 1 mm.
 
 ct: each case is an abdomen in Hounsfield units (int16; air -1000) with spine, ribs, bowel and labels
 1 liver, 2 spleen, 3 right kidney, 4 left kidney, 5 aorta, in a non-contrast, arterial or portal venous

@@ -149,7 +149,7 @@ def generate_case(
             of label-boundary noise (:mod:`medseg.data.demo_hard`, :mod:`medseg.data.demo_hard_render`).
         extent: ``small`` (the default, what the demo figures used): the head fills the field of view, so
             its size follows ``shape`` x ``spacing`` (a 240 x 240 x 155 mm volume gets a brain of about
-            156 x 185 x 108 mm: too flat for a real one); ``real``: a head of fixed size in mm whose brain
+            161 x 182 x 108 mm: too flat for a real one); ``real``: a head of fixed size in mm whose brain
             has a real BraTS brain's extent (foreground crop about 146 x 174 x 148 mm, see ``_REAL_HEAD_MM``)
             whatever the volume; the field of view must hold it (``REAL_FOV_MM``).
 
