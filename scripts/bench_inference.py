@@ -1,10 +1,13 @@
 """Whole-scan Swin UNETR inference: `medseg predict` (defaults) against the stock MONAI path, in one run.
 
-    # timing and memory at feature_size 48 on a BraTS-size case (4 x 240 x 240 x 155, 1 mm), untrained weights
+    # timing and memory at feature_size 48 on a BraTS-size case (4 x 240 x 240 x 155, 1 mm) whose brain has a
+    # real BraTS brain's extent (head crop about 146 x 174 x 148), untrained weights
     python scripts/bench_inference.py --feature-size 48
+    # the same on the generator's small-extent head (brain crop about 161 x 182 x 108: the earlier headline)
+    python scripts/bench_inference.py --feature-size 48 --extent small
     # agreement and Dice against the truth with a trained model (the demo's), on held-out generated cases
     python scripts/bench_inference.py --ckpt demo_run/run/checkpoints/last.ckpt \
-        --shape 96 96 64 --spacing 2 2 2.5 --cases 8
+        --shape 96 96 64 --spacing 2 2 2.5 --extent small --cases 8
     # the same benchmark, small: seconds
     python scripts/bench_inference.py --quick
 
@@ -130,6 +133,14 @@ def main() -> None:
         "--shape", type=int, nargs=3, default=[240, 240, 155], help="voxels (default: BraTS 240 240 155)"
     )
     parser.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], help="mm (default 1 1 1)")
+    parser.add_argument(
+        "--extent",
+        choices=["real", "small"],
+        default="real",
+        help="generated brain: real (a BraTS brain's extent, ~146 x 174 x 148 mm; default) or small (the head fills "
+        "the volume: the demo's kind; at 240 x 240 x 155 a brain of ~161 x 182 x 108)",
+    )
+    parser.add_argument("--difficulty", choices=["easy", "hard"], default="easy", help="generated cases (default easy)")
     parser.add_argument("--cases", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7, help="case generator seed (the demo trains on seed 0)")
     parser.add_argument("--stock-roi", type=int, default=128, help="stock window side (default 128)")
@@ -140,7 +151,9 @@ def main() -> None:
     parser.add_argument("--no-stock", action="store_true", help="medseg only: time and Dice against the truth")
     parser.add_argument("--out", help="keep cases and outputs here (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--quick", action="store_true", help="one 96x96x64 case, feature_size 12: runs in seconds")
+    parser.add_argument(
+        "--quick", action="store_true", help="one 96x96x64 small-extent case, feature_size 12: runs in seconds"
+    )
     parser.add_argument("--stock-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -149,12 +162,13 @@ def main() -> None:
         stock_path(ckpt, cases, out, int(roi), float(overlap))
         return
     if args.quick:
-        args.shape, args.spacing, args.feature_size, args.cases, args.stock_roi = (
+        args.shape, args.spacing, args.feature_size, args.cases, args.stock_roi, args.extent = (
             [96, 96, 64],
             [2.0, 2.0, 2.5],
             12,
             1,
             64,
+            "small",
         )
 
     from medseg.data.demo import generate_dataset
@@ -164,7 +178,14 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         data = work / "cases"
         case_dirs = generate_dataset(
-            data, args.cases, seed=args.seed, start_index=20000, shape=args.shape, spacing=args.spacing
+            data,
+            args.cases,
+            seed=args.seed,
+            start_index=20000,
+            shape=args.shape,
+            spacing=args.spacing,
+            extent=args.extent,
+            difficulty=args.difficulty,
         )
         ckpt = args.ckpt
         if ckpt is None:
@@ -227,8 +248,8 @@ def main() -> None:
         return statistics.median(r[key] if i is None else r[key][i] for r in rows)
 
     print(
-        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads; {args.cases} case(s) {tuple(args.shape)} at "
-        f"{tuple(args.spacing)} mm; feature_size {feature_size}; "
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads; {args.cases} {args.extent}-extent "
+        f"{args.difficulty} case(s) {tuple(args.shape)} at {tuple(args.spacing)} mm; feature_size {feature_size}; "
         f"{'trained: ' + args.ckpt if args.ckpt else 'untrained weights'}"
     )
     print(
@@ -251,7 +272,7 @@ def main() -> None:
             )
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

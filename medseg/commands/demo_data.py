@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from medseg.data.demo import DIFFICULTIES, LAYOUTS, generate_dataset, holds_cases
+from medseg.data.demo import DIFFICULTIES, EXTENTS, LAYOUTS, generate_dataset, holds_cases
 from medseg.data.demo_ct import CT_LAYOUTS, generate_ct_dataset
 
 KIND_LAYOUTS = {"mri": tuple(sorted(LAYOUTS)), "ct": CT_LAYOUTS}  # the first of each is its default
@@ -20,7 +20,9 @@ MRI_ONLY = {
     "p_necrosis": ("--p-necrosis", 0.8),
     "with_skull": ("--with-skull", False),
     "difficulty": ("--difficulty", "easy"),
+    "extent": ("--extent", "small"),
 }
+REAL_GRID = {"shape": [240, 240, 155], "spacing": [1.0, 1.0, 1.0]}  # --extent real: BraTS's grid unless given
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +41,9 @@ centre (1). Lesion metadata (centre, hemisphere, lobe, volumes, bounding box) go
 textured lesions whose edema fades past its label; unlabelled enhancing vessels, choroid plexus and
 white-matter hyperintensities; small labelled satellite lesions; thick-slice blur, a strong bias field,
 Rician noise and about a voxel of label-boundary noise. Each case's draws go to demo_truth.json ("hard").
+--extent real makes heads of a fixed size whose brain spans what a real skull-stripped BraTS brain does
+(foreground crop about 146 x 174 x 148 mm; the default, small, fills the volume: at 240 x 240 x 155 mm a
+brain of about 161 x 182 x 108 mm) and defaults --shape and --spacing to BraTS's 240 240 155 at 1 mm.
 
 ct: each case is an abdomen in Hounsfield units (int16; air -1000) with spine, ribs, bowel and labels
 1 liver, 2 spleen, 3 right kidney, 4 left kidney, 5 aorta, in a non-contrast, arterial or portal venous
@@ -56,11 +61,12 @@ layouts:
   btcv       (ct)  the same files with OUT/dataset_0.json (MONAI's BTCV datalist), about 20 % of the
                    training cases listed under "validation"
 
---lesions, --shape, --spacing, --p-enhancing, --p-necrosis, --with-skull and --difficulty apply to
---kind mri only; giving one with --kind ct is an error.""",
+--lesions, --shape, --spacing, --p-enhancing, --p-necrosis, --with-skull, --difficulty and --extent
+apply to --kind mri only; giving one with --kind ct is an error.""",
         epilog="examples: medseg demo-data --out data/demo --cases 24 && "
         "medseg demo-data --out data/demo_test --cases 6 --start-index 1000; "
         "medseg demo-data --out data/hard --cases 24 --difficulty hard; "
+        "medseg demo-data --out data/real --cases 4 --extent real --difficulty hard; "
         "medseg demo-data --kind ct --out data/ct --cases 24 --held-out 6 --layout btcv",
     )
     add = parser.add_argument
@@ -77,8 +83,8 @@ layouts:
     )
     add("--held-out", type=int, default=0, metavar="N", help="ct: N more cases in imagesTs/ + labelsTs/ (default: 0)")
     add("--lesions", type=int, nargs="+", metavar="N", help="mri: lesions per case: N, or MIN MAX (default: 1)")
-    add("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="mri: voxels (default: 96 96 64)")
-    add("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="mri: mm (default: 2 2 2.5)")
+    add("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="mri: voxels (default 96 96 64; real: 240 240 155)")
+    add("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="mri: mm (default: 2 2 2.5; real: 1 1 1)")
     add("--p-enhancing", type=float, help="mri: probability a lesion enhances (default: 1.0)")
     add("--p-necrosis", type=float, help="mri: probability of a necrotic centre (default: 0.8)")
     add("--with-skull", action="store_true", default=None, help="mri: keep scalp and skull (default: skull-stripped)")
@@ -86,6 +92,12 @@ layouts:
         "--difficulty",
         choices=DIFFICULTIES,
         help="mri: easy, or hard: realistic contrast and confounders (default: easy)",
+    )
+    add(
+        "--extent",
+        choices=EXTENTS,
+        help="mri: small (the head fills the volume), or real: a brain of real BraTS extent, on BraTS's "
+        "240 x 240 x 155 1 mm grid unless --shape/--spacing say otherwise (default: small)",
     )
     add("--overwrite", action="store_true", help="write into a folder that already holds cases")
     args = parser.parse_args(argv)
@@ -104,6 +116,8 @@ layouts:
         if args.held_out:
             parser.error("--held-out applies to --kind ct only; for mri, write a held-out set with --start-index")
         for dest, (_, default) in MRI_ONLY.items():
+            if args.extent == "real" and dest in REAL_GRID:
+                default = REAL_GRID[dest]
             if getattr(args, dest) is None:
                 setattr(args, dest, default)
         if len(args.lesions) > 2:
@@ -136,9 +150,10 @@ def _write_mri(args: argparse.Namespace) -> int:
         p_necrosis=args.p_necrosis,
         skull_stripped=not args.with_skull,
         difficulty=args.difficulty,
+        extent=args.extent,
     )
-    hard = " hard" if args.difficulty == "hard" else ""
-    print(f"wrote {len(folders)}{hard} {args.layout} cases to {args.out.resolve()}")
+    kind = " hard" * (args.difficulty == "hard") + " real-extent" * (args.extent == "real")
+    print(f"wrote {len(folders)}{kind} {args.layout} cases to {args.out.resolve()}")
     print(f"lesion metadata: {(args.out / 'demo_truth.json').resolve()}")
     return 0
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from medseg.commands.common import report_failures
 from medseg.data.predict_inputs import find_predict_cases
-from medseg.devices import resolve_device
+from medseg.devices import PRECISIONS, resolve_device
 from medseg.errors import find_medseg_error
 from medseg.inference import Predictor
 from medseg.inference.calibration import beside as calibration_beside
@@ -92,13 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="inference window: roi (default: the training roi_size, as validation does), auto (the whole "
         "head-cropped volume in one pass when it fits in 80%% of the free memory, else the largest window that "
-        "does: faster on large scans, Dice within about 0.01) or three sides, e.g. 128 128 128",
+        "does: faster on large scans, Dice within about 0.01), plan (per case, the fewest windows per axis no "
+        "larger than --max-window, then the smallest sides covering the cropped volume: a 146 x 174 x 149 crop "
+        "takes 8 windows of 96^3 instead of 8 of 128^3) or three sides, e.g. 128 128 128; the windows of each "
+        "case are printed",
     )
     parser.add_argument(
-        "--bf16",
-        action="store_true",
-        help="run the network in bfloat16 autocast: faster at feature_size 48 on CPUs with AVX-512 BF16 and on GPUs",
+        "--max-window",
+        type=int,
+        nargs="+",
+        metavar="SIDE",
+        help="--window plan: the largest window side, one or three (default: the training roi_size, or the "
+        "largest training crop of a model trained with data.random_roi)",
     )
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 (default), bf16 (the network in bfloat16 autocast: faster at feature_size 48 on CPUs with "
+        "AVX-512 BF16 or AMX and on GPUs) or auto: bf16 where the device computes it natively, else fp32",
+    )
+    precision.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
     parser.add_argument("--mode", choices=["constant", "gaussian"], help="window blending (default: the checkpoint's)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass")
@@ -187,7 +201,8 @@ def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor
         stitch_device=args.stitch_device,
         label_convention=args.label_convention,
         window=args.window[0] if len(args.window) == 1 else args.window,
-        bf16=args.bf16,
+        max_window=args.max_window,
+        precision="bf16" if args.bf16 else args.precision or "fp32",
         tta=args.tta or args.tta_axes is not None,
         tta_axes=args.tta_axes,
         postprocess=postprocess_file(args),
@@ -213,6 +228,8 @@ def predict_one(predictor: Predictor, case: dict, args: argparse.Namespace) -> d
             raise
         tqdm.write(f"medseg predict: skipped {case['case_id']}: {error}", file=sys.stderr)
         return {**outcome, "status": "failed", "error": str(error)}
+    if result.windows:
+        tqdm.write(f"{case['case_id']}: {result.windows}")
     if args.report:
         outcome["row"] = _report_case(result, case, predictor, out.resolve())
     predictor.write(result, out)

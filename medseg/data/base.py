@@ -236,13 +236,18 @@ class CaseDataModule(pl.LightningDataModule):
     def _drop_last(self, n_train: int) -> bool:
         return False
 
-    def train_dataloader(self) -> DataLoader:
+    def _train_dataset(self) -> TorchDataset:
+        """The training cases through the training transform; with ``step_seeded`` a
+        :class:`StepSeededDataset`, whose items are the keys :class:`StepSeededSampler` yields."""
         transform = self.transform(train=True)
         dataset = self._dataset(self.splits["train"], transform)
+        return StepSeededDataset(dataset, transform, self.hparams.seed) if self.step_seeded else dataset
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._train_dataset()
         h = self.hparams
         collate = {"collate_fn": self.collate_fn} if self.collate_fn else {}
         if self.step_seeded:
-            dataset = StepSeededDataset(dataset, transform, h.seed)
             order = {"sampler": StepSeededSampler(len(dataset), h.seed, h.batch_size, self)}
         else:
             order = {"shuffle": True}

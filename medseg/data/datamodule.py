@@ -4,7 +4,8 @@ reads: brain-tumour MRI, abdominal CT, any MSD or nnU-Net dataset.
 Batches (``monai.data.DataLoader`` collation), C channels, R regions or K classes:
 
 - train: ``image`` [B, C, *roi_size], ``label`` [B, R, *roi_size] (regions, TC, WT, ET for BraTS) or
-  [B, 1, *roi_size] (class indices), random crops;
+  [B, 1, *roi_size] (class indices), random crops; with ``random_roi`` the crop size is drawn per batch
+  (:mod:`medseg.data.random_roi`) instead of ``roi_size``;
 - val / test: ``image`` [1, C, X, Y, Z], ``label`` likewise, whole foreground-cropped volumes, plus
   ``case_id`` [1]; the module runs sliding-window inference over them.
 
@@ -14,13 +15,16 @@ fit sees what an uninterrupted one would.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 from monai.transforms import Compose
+from torch.utils.data import Dataset as TorchDataset
 
 from medseg.data.augment import augment_spec
 from medseg.data.base import CaseDataModule, StepSeededDataset, StepSeededSampler
-from medseg.data.transforms import eval_transforms, train_transforms
+from medseg.data.random_roi import RandomRoiDataset, roi_sides
+from medseg.data.transforms import crop_and_augment, eval_transforms, preprocessing, train_transforms
 
 __all__ = ["BratsDataModule", "SegmentationDataModule", "StepSeededDataset", "StepSeededSampler"]
 
@@ -41,6 +45,7 @@ class SegmentationDataModule(CaseDataModule):
         val_fraction: float = 0.2,
         test_dir: str | None = None,
         roi_size: tuple[int, int, int] = (96, 96, 96),
+        random_roi: tuple[int, int] | None = None,
         pixdim: tuple[float, float, float] | None = None,
         pos_fraction: float = 0.5,
         augment: str | dict[str, Any] = "nnunet",
@@ -68,6 +73,11 @@ class SegmentationDataModule(CaseDataModule):
             val_fraction: share of cases held out for validation when no fold is given (0: none).
             test_dir: a second dataset (any layout) used by ``medseg test``.
             roi_size: training crop size [X, Y, Z]; Swin UNETR needs multiples of 32.
+            random_roi: ``[min, max]``: instead of ``roi_size``, each training batch's crop sides are drawn (per
+                axis, from ``(seed, step)``) among the multiples of 32 in that range, e.g. ``[64, 192]``; a crop
+                larger than a case is zero-padded. Makes windows larger than ``roi_size`` (``medseg predict
+                --window auto`` / ``plan``, which then may use windows up to ``max``) in-distribution;
+                validation keeps ``roi_size`` windows. Off by default (:mod:`medseg.data.random_roi`).
             pixdim: resample to this voxel spacing in mm; None keeps the native grid.
             pos_fraction: share of training crops centred on labelled voxels (classes: shared equally).
             augment: training augmentation (``medseg.data.augment``): ``nnunet`` (nnU-Net's rotation, scaling,
@@ -84,6 +94,8 @@ class SegmentationDataModule(CaseDataModule):
         """
         super().__init__()
         augment_spec(augment)  # a misspelt entry fails here, before any data is read
+        if random_roi is not None:
+            roi_sides(random_roi)  # and a range without a valid side
 
     def transform(self, train: bool) -> Compose:
         """Training: preprocessing + random ``roi_size`` crops and augmentation; else preprocessing only."""
@@ -91,6 +103,15 @@ class SegmentationDataModule(CaseDataModule):
         if train:
             return train_transforms(self.task, h.roi_size, h.pixdim, h.pos_fraction, h.augment)
         return eval_transforms(self.task, h.pixdim)
+
+    def _train_dataset(self) -> TorchDataset:
+        """With ``random_roi``: preprocessed cases (cached) cropped and augmented at each batch's drawn size."""
+        h = self.hparams
+        if h.get("random_roi") is None:
+            return super()._train_dataset()
+        dataset = self._dataset(self.splits["train"], Compose(preprocessing(self.task, h.pixdim, with_label=True)))
+        tail = partial(crop_and_augment, self.task, pos_fraction=h.pos_fraction, augment=h.augment)
+        return RandomRoiDataset(dataset, tail, roi_sides(h.random_roi), h.seed, h.batch_size)
 
 
 BratsDataModule = SegmentationDataModule  # the class_path of configs and checkpoints written before the rename

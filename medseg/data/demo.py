@@ -77,8 +77,13 @@ LAYOUTS = {
 }
 
 _REF_HEAD_MM = (75.0, 86.0, 72.0)  # head semi-axes (LR, AP, SI) in mm at the default shape and spacing
+# extent="real": head semi-axes in mm whose skull-stripped brain has the extent of a BraTS brain at 1 mm
+# (its foreground crop about 146 x 174 x 148 mm, LR x AP x SI; 145-147 x 173-177 x 146-151 at 1 mm over 3 seeds)
+_REAL_HEAD_MM = (87.5, 104.0, 90.5)
+REAL_FOV_MM = (150.0, 178.0, 150.0)  # the least field of view that holds such a brain
 _MIN_SHAPE = 32
 DIFFICULTIES = ("easy", "hard")
+EXTENTS = ("small", "real")
 
 
 @dataclass
@@ -122,6 +127,7 @@ def generate_case(
     p_necrosis: float = 0.8,
     skull_stripped: bool = True,
     difficulty: str = "easy",
+    extent: str = "small",
 ) -> DemoCase:
     """Draw one case; the same ``seed`` (an int or a tuple of ints) always gives the same arrays.
 
@@ -141,6 +147,11 @@ def generate_case(
             (the same draws come first), then labelled satellite lesions, unlabelled mimics, weak textured
             lesions with fading edema, thick-slice blur, a strong bias field, Rician noise and about a voxel
             of label-boundary noise (:mod:`medseg.data.demo_hard`, :mod:`medseg.data.demo_hard_render`).
+        extent: ``small`` (the default, what the demo figures used): the head fills the field of view, so
+            its size follows ``shape`` x ``spacing`` (a 240 x 240 x 155 mm volume gets a brain of about
+            161 x 182 x 108 mm: too flat for a real one); ``real``: a head of fixed size in mm whose brain
+            has a real BraTS brain's extent (foreground crop about 146 x 174 x 148 mm, see ``_REAL_HEAD_MM``)
+            whatever the volume; the field of view must hold it (``REAL_FOV_MM``).
 
     Each entry of ``lesions`` holds: ``centre_voxel`` (WT centroid, array index), ``centre_mm`` (the same
     point in world RAS mm), ``hemisphere`` (``left``/``right``, from the sign of world x: x > 0 is the
@@ -165,13 +176,24 @@ def generate_case(
             raise ValueError(f"{name} must lie in [0, 1], got {p}")
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
+    if extent not in EXTENTS:
+        raise ValueError(f"extent must be one of {', '.join(EXTENTS)}, got {extent!r}")
+    fov = np.array(shape) * spacing  # mm
+    if extent == "real" and (fov < REAL_FOV_MM).any():
+        raise ValueError(
+            f"extent 'real' needs a field of view of at least {' x '.join(f'{s:g}' for s in REAL_FOV_MM)} mm "
+            f"to hold a brain of BraTS size; shape x spacing gives {' x '.join(f'{s:g}' for s in fov)} mm"
+        )
     lo, hi = (n_lesions, n_lesions) if np.isscalar(n_lesions) else tuple(n_lesions)
     if not 0 <= lo <= hi:
         raise ValueError(f"n_lesions must be an int >= 0 or a range (min, max) with min <= max, got {n_lesions}")
 
     rng = np.random.default_rng(seed)
     affine, head_world = make_affine(rng, shape, spacing)
-    semi = np.array(shape) * spacing * (0.39, 0.45, 0.45)  # head semi-axes (LR, AP, SI), mm
+    if extent == "real":
+        semi = np.array(_REAL_HEAD_MM)  # head semi-axes (LR, AP, SI), mm
+    else:
+        semi = fov * (0.39, 0.45, 0.45)
     scale = float(np.prod(semi / _REF_HEAD_MM) ** (1 / 3))  # anatomy size relative to the default head
     pos = world_grid(affine, shape, head_world)  # 3 x [X, Y, Z], mm from the head centre, RAS
     tissue, brain = anatomy(rng, pos, semi, scale, spacing)  # [X, Y, Z] uint8, bool
@@ -246,7 +268,7 @@ def generate_dataset(
     ``n_cases`` was. Also writes ``root/demo_truth.json``, ``{case_id: {"lesions": [...], "affine":
     [[4 x 4]], "spacing": [3]}}``, merged into the file a previous run left there. ``case_kwargs`` go to
     :func:`generate_case` (``shape``, ``spacing``, ``n_lesions``, ``p_enhancing``, ``p_necrosis``,
-    ``skull_stripped``, ``difficulty``); a hard case's entry also holds ``"hard"``: its knobs.
+    ``skull_stripped``, ``difficulty``, ``extent``); a hard case's entry also holds ``"hard"``: its knobs.
     """
     spec = _layout(layout)
     if n_cases < 0 or seed < 0 or start_index < 0:

@@ -217,7 +217,19 @@ def train_transforms(
     pos_fraction: float = 0.5,
     augment: str | Mapping = "nnunet",
 ) -> Compose:
-    """Preprocessing + a random ``roi_size`` crop + ``augment`` (:mod:`medseg.data.augment`; module docstring).
+    """Preprocessing + a random ``roi_size`` crop + ``augment`` (:mod:`medseg.data.augment`; module docstring)."""
+    task = get_task(task)
+    crop = crop_and_augment(task, roi_size, pos_fraction, augment)
+    return Compose([*preprocessing(task, pixdim, with_label=True), *crop.transforms])
+
+
+def crop_and_augment(
+    task: str | dict | Task,
+    roi_size: Sequence[int],
+    pos_fraction: float = 0.5,
+    augment: str | Mapping = "nnunet",
+) -> Compose:
+    """What training does after preprocessing: pad to ``roi_size``, a random crop, ``augment``.
 
     With rotation or scaling the crop is ``crop_size`` (larger than the roi) around the centre the roi crop
     would have had: the volume is first padded by the difference, after the cache (a nested ``Compose``
@@ -249,7 +261,6 @@ def train_transforms(
         crop = Compose([BorderPadd(keys=keys, spatial_border=margin), crop])
     return Compose(
         [
-            *preprocessing(task, pixdim, with_label=True),
             SpatialPadd(keys=keys, spatial_size=roi_size),
             crop,
             *augmentations(spec, task, roi_size),

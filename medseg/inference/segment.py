@@ -19,7 +19,6 @@ written and the uncertainty maps, never the labels.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,20 @@ from monai.transforms import Invertd
 from torch import nn
 
 from medseg.data.transforms import eval_transforms
-from medseg.devices import resolve_device
+from medseg.devices import resolve_device, resolve_precision
 from medseg.errors import MedsegError
 from medseg.inference.calibration import calibrate, check_calibration, load_calibration, uncertainty
 from medseg.inference.ensemble import load_ensemble
 from medseg.inference.postprocess import check_postprocess, load_postprocess, postprocess_masks
+from medseg.inference.windows import (
+    WindowPlan,
+    available_memory,
+    check_window,
+    covers,
+    largest_window,
+    monai_plan,
+    plan_windows,
+)
 from medseg.io import case_output_name, read_header, reference_file, write_like
 from medseg.modules.segmentation import SegmentationModule
 from medseg.modules.tta import mirror_axes, mirror_sets
@@ -57,6 +65,8 @@ class Prediction:
         reference: the input file whose grid the arrays are on.
         preview: (image [C, X', Y', Z'], masks [N, X', Y', Z'] bool, one per region or foreground class) in
             the network's RAS, foreground-cropped space, for pictures; None unless asked for.
+        windows: the first model's windows over the cropped volume, e.g. ``146 x 174 x 149 cropped: 8
+            windows (2 x 2 x 2) of 96 x 96 x 96, 7.1 M voxels (plan), fp32``.
     """
 
     case_id: str
@@ -66,61 +76,11 @@ class Prediction:
     reference: str
     preview: tuple[np.ndarray, np.ndarray] | None = None
     uncertainty: np.ndarray | None = None
+    windows: str | None = None
 
     @property
     def voxel_ml(self) -> float:
         return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-
-
-def check_window(window: str | Sequence[int], net) -> str | tuple[int, int, int]:
-    """``"auto"``, ``"roi"`` or three window sides a multiple of the network's size divisor."""
-    any_size = hasattr(net, "size_divisor") and getattr(net, "img_size", None) is None
-    if window == "auto":
-        return "auto" if any_size and hasattr(net, "inference_bytes") else "roi"
-    if window == "roi":
-        return "roi"
-    divisor = getattr(net, "size_divisor", 1)
-    try:
-        sides = tuple(int(s) for s in ([window] if isinstance(window, str) else window))
-    except ValueError:
-        sides = ()
-    if len(sides) != 3 or any(s <= 0 or s % divisor for s in sides) or not any_size:
-        shown = window if isinstance(window, str) else " ".join(str(s) for s in window)
-        raise MedsegError(
-            f"window {shown!r}: use auto, roi or three sides; "
-            f"{type(net).__name__} takes windows of three sides, each a multiple of {divisor}"
-            + ("" if any_size else " (this network takes only its roi_size: use --window roi)")
-        )
-    return sides
-
-
-def largest_window(shape: Sequence[int], divisor: int, fits) -> tuple[int, int, int]:
-    """The whole of ``shape`` rounded up to ``divisor`` if ``fits(voxels)``; else shrink its longest side
-    by ``divisor`` until it does (never below ``divisor`` per side)."""
-    window = [max(divisor, -(-int(s) // divisor) * divisor) for s in shape]
-    while not fits(int(np.prod(window))) and max(window) > divisor:
-        longest = int(np.argmax(window))
-        window[longest] -= divisor
-    return tuple(window)
-
-
-def covers(window: Sequence[int], shape: Sequence[int]) -> bool:
-    """Whether one window covers the whole volume."""
-    return all(int(w) >= int(s) for w, s in zip(window, shape))
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes free for inference on ``device``: CUDA's free memory, or the system's MemAvailable."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def model_task(checkpoint: str | Path) -> Task:
@@ -155,11 +115,19 @@ class Predictor:
             80 % of what is free on the device, otherwise the largest window that fits, slid with
             ``overlap``: 1.5x faster on a BraTS-size case, but the network then normalises over a
             different extent than in training (up to 0.01 lower Dice on the demo model; see
-            docs/benchmarks.md). Three ints: that window. On a GPU, when the volume does not fit an
-            ``auto`` window, the windows run on the GPU and the volume and its stitched output stay in
-            CPU memory.
-        bf16: run the network under bfloat16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs):
-            faster at large feature sizes, logits within about 0.03 of float32 (docs/benchmarks.md).
+            docs/benchmarks.md). ``"plan"``: window side and count chosen per case from the cropped
+            extent (:func:`medseg.inference.windows.plan_windows`): the fewest windows per axis no larger
+            than ``max_window``, then the smallest sides (multiples of the network's size divisor) that cover
+            the extent, within the memory budget of ``auto``; a network with a fixed input size falls back
+            to ``roi``. Three ints: that window. On a GPU, when the volume does not fit an ``auto`` window,
+            the windows run on the GPU and the volume and its stitched output stay in CPU memory.
+        max_window: the largest window side ``plan`` may use, one int or three (default: each model's
+            roi_size; from a checkpoint trained with ``data.random_roi``, the largest training crop).
+        precision: ``fp32`` (default), ``bf16`` (the network under bfloat16 autocast: faster at large
+            feature sizes on CPUs with AVX-512 BF16 or AMX and on GPUs, logits within about 0.03 of float32,
+            docs/benchmarks.md) or ``auto``: bf16 where the device computes it natively
+            (:func:`medseg.devices.bf16_native`), else fp32.
+        bf16: the older switch for ``precision="bf16"``.
         tta: test-time augmentation by mirroring (:mod:`medseg.modules.tta`): ``2 ** len(tta_axes)``
             passes per model instead of one.
         tta_axes: the RAS axes to mirror (0 left-right, 1 anterior-posterior, 2 inferior-superior);
@@ -183,6 +151,8 @@ class Predictor:
         stitch_device: str | None = None,
         window: str | Sequence[int] = "roi",
         bf16: bool = False,
+        precision: str = "fp32",
+        max_window: int | Sequence[int] | None = None,
         task: str | dict | Task | None = None,
         tta: bool = False,
         tta_axes: Sequence[int] | None = None,
@@ -216,7 +186,12 @@ class Predictor:
         self.invert = Invertd(keys="pred", transform=self.transform, orig_keys="image", nearest_interp=False)
         self.windows = [check_window(window, m.net) for m in self.modules]
         self.window = self.windows[0]
-        self.bf16 = bool(bf16)
+        self.max_window = None if max_window is None else _three(max_window)
+        try:
+            self.precision = resolve_precision("bf16" if bf16 else precision, self.device)
+        except ValueError as err:
+            raise MedsegError(str(err)) from None
+        self.bf16 = self.precision == "bf16"
         try:
             self.tta_axes = mirror_axes(self.task.kind, tta_axes) if tta else ()
         except ValueError as err:
@@ -253,6 +228,8 @@ class Predictor:
         them when they do not share task, resampling and threshold (:mod:`medseg.inference.ensemble`)."""
         modules, data = load_ensemble(checkpoints)
         kwargs = {"task": task_for_checkpoint(data), "pixdim": data.get("pixdim")}
+        if data.get("random_roi"):  # trained on crops up to this side: plan may use windows that large
+            kwargs["max_window"] = max(int(s) for s in data["random_roi"])
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(modules, device=device, **kwargs)
 
@@ -264,6 +241,7 @@ class Predictor:
         ``probabilities``, ``uncertain`` also those arrays, calibrated when the predictor has a calibration)."""
         data = self.transform(case)
         image = data["image"]  # [C, X', Y', Z'] RAS, cropped, normalised
+        windows = self.describe_windows(image.shape[1:])
         probs = sum(self.model_probabilities(m, w, image) for m, w in zip(self.modules, self.windows))
         probs = probs / len(self.modules)  # [N', X', Y', Z'], N' = R regions or K+1 classes
         data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
@@ -286,6 +264,7 @@ class Predictor:
             reference=reference,
             preview=(image.numpy(), self.masks(probs).numpy()) if preview else None,
             uncertainty=uncertainty(restored.numpy(), self.task.kind) if uncertain else None,
+            windows=windows,
         )
 
     def masks(self, probs: torch.Tensor) -> torch.Tensor:
@@ -300,10 +279,13 @@ class Predictor:
     def model_probabilities(self, module: SegmentationModule, window, image: torch.Tensor) -> torch.Tensor:
         """One model's probabilities [N', X', Y', Z'] (CPU float32) on the preprocessed ``image`` [C, X', Y', Z'],
         averaged over the mirrored passes when TTA is on."""
-        roi = self.window_for(image.shape[1:], module, window)
+        plan = self.window_plan(image.shape[1:], module, window)
+        roi = plan.window
         # a volume that does not fit the accelerator: windows run there, the volume and output stay in CPU memory
         offload = self.device.type != "cpu" and window == "auto" and not covers(roi, image.shape[1:])
         sliding = {"roi_size": roi, "sw_device": self.device, "stitch_device": "cpu"} if offload else {"roi_size": roi}
+        if window == "plan":
+            sliding["overlap"] = plan.overlap  # per axis: exactly the planned windows
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             x = image[None] if offload else image[None].to(self.device)  # [1, C, X', Y', Z']
             probs = module.probabilities(x, self.tta_axes, **sliding)  # [1, N', X', Y', Z']
@@ -315,15 +297,36 @@ class Predictor:
     ) -> tuple[int, int, int]:
         """The window (X, Y, Z) sliding-window inference uses on a preprocessed volume of ``shape``, for
         ``module`` (default: the first) and its checked ``window`` setting."""
+        return self.window_plan(shape, module, window).window
+
+    def window_plan(self, shape: Sequence[int], module: SegmentationModule | None = None, window=None) -> WindowPlan:
+        """The windows over a preprocessed volume of ``shape`` (:class:`medseg.inference.windows.WindowPlan`)
+        for ``module`` (default: the first) and its checked ``window`` setting."""
         module = module or self.module
         window = self.windows[self.modules.index(module)] if window is None else window
+        overlap = module.hparams.sw_overlap
         if window == "roi":
-            return tuple(int(s) for s in module.hparams.roi_size)
-        if window != "auto":
-            return window
+            return monai_plan(shape, [int(s) for s in module.hparams.roi_size], overlap)
+        if window not in ("auto", "plan"):
+            return monai_plan(shape, window, overlap)
         net = module.net
         budget = int(available_memory(self.device) * 0.8)
-        return largest_window(shape, net.size_divisor, lambda voxels: net.inference_bytes(voxels) <= budget)
+        memory = getattr(net, "inference_bytes", lambda voxels: 0)
+
+        def fits(voxels: int) -> bool:
+            return memory(voxels) <= budget
+
+        if window == "auto":
+            return monai_plan(shape, largest_window(shape, net.size_divisor, fits), overlap)
+        largest = self.max_window or [int(s) for s in module.hparams.roi_size]
+        return plan_windows(shape, largest, net.size_divisor, fits)
+
+    def describe_windows(self, shape: Sequence[int]) -> str:
+        """``146 x 174 x 149 cropped: 8 windows (2 x 2 x 2) of 96 x 96 x 96, 7.1 M voxels (plan), fp32``: the
+        first model's windows over a preprocessed volume of ``shape``, and the precision."""
+        extent = " x ".join(str(int(s)) for s in shape)
+        setting = self.window if isinstance(self.window, str) else "given"
+        return f"{extent} cropped: {self.window_plan(shape).describe()} ({setting}), {self.precision}"
 
     def predict(
         self,
@@ -363,3 +366,13 @@ class Predictor:
             name = case_output_name(result.case_id, "_uncertainty.nii.gz")
             write_like(maps, result.reference, out_dir / name, np.float32)
         return write_like(result.label, result.reference, out_dir / case_output_name(result.case_id))
+
+
+def _three(sides: int | Sequence[int]) -> tuple[int, int, int]:
+    """One side for every axis, or three."""
+    values = [int(sides)] * 3 if isinstance(sides, (int, np.integer)) else [int(s) for s in sides]
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or min(values) <= 0:
+        raise MedsegError(f"max window {sides!r}: give one side or three, each a positive multiple of 32")
+    return tuple(values)
