@@ -159,7 +159,7 @@ def test_pretrain_then_fit_from_its_checkpoint(tmp_path):
     small = ["--data.init_args.mask_size", "[4, 8]", "--model.init_args.net.init_args.contrastive_dim", "16"]
     args = ["pretrain", "--config", str(ROOT / "configs" / "pretrain_demo.yaml"), *small,
             "--data.init_args.data_dir", str(tmp_path / "unlabelled"), "--trainer.default_root_dir", str(run),
-            *logger, str(run), "--trainer.max_steps", "1"]  # fmt: skip
+            "--trainer.log_every_n_steps", "1", *logger, str(run), "--trainer.max_steps", "1"]  # fmt: skip
     assert main(args) == 0
     assert main([*args[:-1], "2", "--ckpt_path", "last"]) == 0  # resumable like fit
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
