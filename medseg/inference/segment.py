@@ -241,8 +241,9 @@ class Predictor:
         ``probabilities``, ``uncertain`` also those arrays, calibrated when the predictor has a calibration)."""
         data = self.transform(case)
         image = data["image"]  # [C, X', Y', Z'] RAS, cropped, normalised
-        windows = self.describe_windows(image.shape[1:])
-        probs = sum(self.model_probabilities(m, w, image) for m, w in zip(self.modules, self.windows))
+        plans = [self.window_plan(image.shape[1:], m, w) for m, w in zip(self.modules, self.windows)]
+        runs = zip(self.modules, self.windows, plans)
+        probs = sum(self.model_probabilities(m, w, image, plan) for m, w, plan in runs)
         probs = probs / len(self.modules)  # [N', X', Y', Z'], N' = R regions or K+1 classes
         data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
         restored = self.invert(data)["pred"].as_tensor()  # [N', X, Y, Z] on the input grid
@@ -264,7 +265,7 @@ class Predictor:
             reference=reference,
             preview=(image.numpy(), self.masks(probs).numpy()) if preview else None,
             uncertainty=uncertainty(restored.numpy(), self.task.kind) if uncertain else None,
-            windows=windows,
+            windows=self.describe_windows(image.shape[1:], plans[0]),
         )
 
     def masks(self, probs: torch.Tensor) -> torch.Tensor:
@@ -276,10 +277,12 @@ class Predictor:
         return torch.stack([index == k for k in range(1, probs.shape[0])])
 
     @torch.inference_mode()
-    def model_probabilities(self, module: SegmentationModule, window, image: torch.Tensor) -> torch.Tensor:
+    def model_probabilities(
+        self, module: SegmentationModule, window, image: torch.Tensor, plan: WindowPlan | None = None
+    ) -> torch.Tensor:
         """One model's probabilities [N', X', Y', Z'] (CPU float32) on the preprocessed ``image`` [C, X', Y', Z'],
-        averaged over the mirrored passes when TTA is on."""
-        plan = self.window_plan(image.shape[1:], module, window)
+        averaged over the mirrored passes when TTA is on; over the windows of ``plan`` (default: planned here)."""
+        plan = plan or self.window_plan(image.shape[1:], module, window)
         roi = plan.window
         # a volume that does not fit the accelerator: windows run there, the volume and output stay in CPU memory
         offload = self.device.type != "cpu" and window == "auto" and not covers(roi, image.shape[1:])
@@ -321,12 +324,14 @@ class Predictor:
         largest = self.max_window or [int(s) for s in module.hparams.roi_size]
         return plan_windows(shape, largest, net.size_divisor, fits)
 
-    def describe_windows(self, shape: Sequence[int]) -> str:
+    def describe_windows(self, shape: Sequence[int], plan: WindowPlan | None = None) -> str:
         """``146 x 174 x 149 cropped: 8 windows (2 x 2 x 2) of 96 x 96 x 96, 7.1 M voxels (plan), fp32``: the
-        first model's windows over a preprocessed volume of ``shape``, and the precision."""
+        first model's windows (``plan``, default: planned here) over a preprocessed volume of ``shape``, and
+        the precision."""
         extent = " x ".join(str(int(s)) for s in shape)
         setting = self.window if isinstance(self.window, str) else "given"
-        return f"{extent} cropped: {self.window_plan(shape).describe()} ({setting}), {self.precision}"
+        plan = plan or self.window_plan(shape)
+        return f"{extent} cropped: {plan.describe()} ({setting}), {self.precision}"
 
     def predict(
         self,
@@ -374,5 +379,5 @@ def _three(sides: int | Sequence[int]) -> tuple[int, int, int]:
     if len(values) == 1:
         values *= 3
     if len(values) != 3 or min(values) <= 0:
-        raise MedsegError(f"max window {sides!r}: give one side or three, each a positive multiple of 32")
+        raise MedsegError(f"max window {sides!r}: give one side or three, each a positive number of voxels")
     return tuple(values)
