@@ -37,7 +37,8 @@ def cpu_flags() -> set[str]:
 def bf16_native(device: str | torch.device = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it (Ampere and later), or a
     CPU with AVX-512 BF16 or AMX (``/proc/cpuinfo`` flags ``avx512_bf16`` / ``amx_bf16``, or PyTorch's own
-    probe). Elsewhere oneDNN emulates bf16 on the CPU, which need not be faster than float32."""
+    probe). Elsewhere oneDNN emulates bf16 on the CPU: on a 2-core AVX-512 Xeon without either, autocast bf16
+    ran 2.5-3.6x slower than float32 (a 1024^2 matmul, a 48-channel 48^3 convolution, Swin UNETR fs24 at 64^3)."""
     device = resolve_device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

@@ -122,3 +122,22 @@ def test_planned_prediction_is_sliding_window_with_the_planned_window(tmp_path):
     assert result.windows.endswith("(plan), fp32") and plan.describe() in result.windows
     wide = Predictor(module, device="cpu", window="plan", max_window=64)
     assert wide.window_plan(image.shape[1:]).windows == 1
+
+
+def test_predict_prints_each_cases_windows(tmp_path, monkeypatch, capsys):
+    from medseg.commands import predict
+
+    write_case(tmp_path / "cases", "BraTS2021_00011", blob_label(shape=(32, 28, 16), seed=4))
+    module = SegmentationModule(net=ContextNet(), roi_size=(16, 16, 16))
+    seen = {}
+
+    def from_checkpoints(cls, checkpoints, **kwargs):
+        seen.update(kwargs)
+        return Predictor(module, device="cpu", window=kwargs["window"], max_window=kwargs["max_window"])
+
+    monkeypatch.setattr(predict.Predictor, "from_checkpoints", classmethod(from_checkpoints))
+    args = [str(tmp_path / "cases"), "--ckpt", "x.ckpt", "--out", str(tmp_path / "out"), "--window", "plan"]
+    assert predict.main([*args, "--max-window", "24"]) == 0
+    assert seen["window"] == "plan" and seen["max_window"] == [24]
+    out = capsys.readouterr().out
+    assert "BraTS2021_00011: 28 x 24 x 14 cropped: " in out and "(plan), fp32" in out

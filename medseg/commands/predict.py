@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         help="fp32 (default), bf16 (the network in bfloat16 autocast: faster at feature_size 48 on CPUs with "
-        "AVX-512 BF16 or AMX and on GPUs) or auto: bf16 where the device computes it natively, else fp32",
+        "AVX-512 BF16 or AMX and on GPUs; emulated, and slower, on other CPUs) or auto: bf16 where the device "
+        "computes it natively, else fp32",
     )
     precision.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
