@@ -20,6 +20,8 @@ A tensor whose name matches but whose shape differs is left initialised and repo
 except the layers that read the image when only their input channels differ and one side has one: the
 1-channel CT encoders MONAI publishes then start a 4-channel MR network (weights repeated and divided by the
 channel count, so a scan repeated over the channels gives the file's features), and the reverse (summed).
+A file where most named tensors differ in shape (made for another ``feature_size``) is an error, not a partial
+load that would leave the encoder random.
 """
 
 from __future__ import annotations
@@ -211,6 +213,13 @@ def load_pretrained(net: nn.Module, path: str | Path, strict: bool = False) -> L
         loaded[name] = fitted.to(own[name].dtype)
         if how:
             adapted[name] = how
+    if len(mismatched) > len(loaded):
+        name, shapes = next(iter(mismatched.items()))
+        raise WeightsError(
+            f"{path}: {len(mismatched)} of the {len(mismatched) + len(loaded)} tensors it names for "
+            f"{type(net).__name__} ({layout}) have another shape, e.g. {name}: {shapes}; it was made for a "
+            "network of another size (feature_size, channels, depths): build the network as the file's was"
+        )
     used = {key for name, (key, _) in candidates[layout].items() if name in loaded}
     report = LoadReport(
         path=path,

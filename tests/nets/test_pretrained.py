@@ -185,3 +185,13 @@ def test_strict_refuses_a_partial_start(tmp_path):
     torch.save(authors_layout(encoder_of(swin())), tmp_path / "model_swinvit.pt")
     with pytest.raises(WeightsError, match="33 network tensors missing"):
         load_pretrained(swin(), tmp_path / "model_swinvit.pt", strict=True)
+
+
+def test_a_file_for_another_feature_size_is_one_error_not_a_partial_load(tmp_path):
+    torch.save(MonaiSwinUNETR(in_channels=4, out_channels=3, feature_size=24).state_dict(), tmp_path / "f24.pt")
+    net = swin()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(WeightsError, match=r"f24\.pt: \d+ of the 159 tensors .* another shape.*feature_size"):
+        load_pretrained(net, tmp_path / "f24.pt")
+    for key, value in net.state_dict().items():  # nothing was loaded
+        torch.testing.assert_close(value, before[key])
