@@ -96,9 +96,12 @@ def summarize_folds(rows: list[dict], out: Path, task) -> dict:
     return summary
 
 
-def learn_postprocessing(cases: Sequence[dict], oof_dir: Path, task, fold_dirs: Sequence[Path]) -> dict:
-    """Choose post-processing on the out-of-fold predictions of ``cases`` (their labels known) and write it as
-    ``postprocess.json`` beside each fold's checkpoint; returns it (``{}`` when nothing helped).
+def learn_postprocessing(
+    cases: Sequence[dict], oof_dir: Path, task, fold_dirs: Sequence[Path], objective: str = "both"
+) -> dict:
+    """Choose post-processing on the out-of-fold predictions of ``cases`` (their labels known) by ``objective``
+    (see :func:`choose_postprocessing`) and write it as ``postprocess.json`` beside each fold's checkpoint;
+    returns it (``{}`` when nothing helped).
 
     Holds every case's masks in memory (fine for demo-size sets; a large dataset wants a subset)."""
     preds, truths, spacings = [], [], []
@@ -110,7 +113,9 @@ def learn_postprocessing(cases: Sequence[dict], oof_dir: Path, task, fold_dirs: 
         spacings.append([float(z) for z in image.header.get_zooms()[:3]])
     et_candidates = (0.1, 0.25, 0.5, 1.0) if {"ET", "TC"} <= set(task.outputs) else ()
     spacing = np.median(np.array(spacings), axis=0).tolist()
-    config = choose_postprocessing(preds, truths, task.outputs, spacing, et_to_tc_candidates=et_candidates)
+    config = choose_postprocessing(
+        preds, truths, task.outputs, spacing, et_to_tc_candidates=et_candidates, objective=objective
+    )
     for fold_dir in fold_dirs:
         write_atomic(fold_dir / "checkpoints" / FILENAME, json.dumps(config, indent=1))
     return config

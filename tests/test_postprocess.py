@@ -115,3 +115,19 @@ def test_predictor_applies_a_postprocess_file(tmp_path):
     config.write_text(json.dumps({"min_component_ml": {"NET": 1}}))
     with pytest.raises(MedsegError, match="postprocess.json: min_component_ml names"):
         _predictor(postprocess=config)
+
+
+def test_the_objective_decides_what_a_threshold_is_worth():
+    # truth: a 512-voxel lesion and a 27-voxel satellite; prediction: both, plus three 1-voxel specks. Removing
+    # components below 0.3 ml (37 voxels) loses the satellite (voxel-wise Dice falls) but also the three
+    # false-positive lesions (lesion-wise Dice rises from 2/5 to 1/2): each objective chooses its own way
+    truth = _blob()
+    truth[22:25, 5:8, 5:8] = True
+    pred = _with_specks(truth, 3)
+    preds, truths, candidates = [pred[None]], [truth[None]], ["none", 0.3]
+    assert choose_postprocessing(preds, truths, ("A",), SPACING, candidates, objective="dice") == {}
+    for objective in ("lesion", "both"):
+        chosen = choose_postprocessing(preds, truths, ("A",), SPACING, candidates, objective=objective)
+        assert chosen == {"min_component_ml": {"A": 0.3}}, objective
+    with pytest.raises(ValueError, match="objective must be one of dice, lesion, both"):
+        choose_postprocessing(preds, truths, ("A",), SPACING, candidates, objective="hd95")

@@ -26,7 +26,8 @@ fold's held-out cases with its own model into OUT/oof/, and score them: Dice and
 class, per fold and pooled over every case (OUT/metrics_per_case.csv with a fold column,
 OUT/metrics_summary.json). Then it chooses post-processing on the out-of-fold predictions (removing
 connected components below a volume per region or class, relabelling a small enhancing tumour as core),
-keeping each only where it raised their mean Dice, and stores it as postprocess.json beside every
+keeping each only where it raised their mean score (--postprocess-objective: voxel-wise Dice,
+lesion-wise Dice as BraTS 2023+ ranks, or by default the mean of both), and stores it as postprocess.json beside every
 fold's checkpoint, where `medseg predict --ckpt OUT/fold_*/checkpoints/last.ckpt` applies it. It also
 fits temperatures on the out-of-fold probabilities (calibration.json there: calibrated
 `predict --probabilities` and `--uncertainty`; the labels do not change) and prints the expected
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
     parser.add_argument("--out", required=True, help="output folder: splits, one run per fold, oof/, metrics")
     parser.add_argument("--no-hd95", action="store_true", help="Dice only (faster scoring)")
+    parser.add_argument(
+        "--postprocess-objective",
+        choices=["dice", "lesion", "both"],
+        default="both",
+        help="what the post-processing chosen on the out-of-fold predictions must raise: voxel-wise Dice, "
+        "lesion-wise Dice (BraTS 2023+ ranking) or the mean of the two (default: both)",
+    )
     parser.add_argument("fit_overrides", nargs="*", metavar="-- FIT_OPTION", help="options passed on to every fit")
     return parser
 
@@ -85,9 +93,13 @@ def run(args: argparse.Namespace) -> int:
     print("pooled over all folds:\n" + format_table(summary))
     print(f"out-of-fold predictions: {out / 'oof'}\nmetrics: {out / 'metrics_per_case.csv'}")
     fold_dirs = [out / f"fold_{k}" for k in range(args.folds)]
-    config = learn_postprocessing(cases, out / "oof", predictor.task, fold_dirs)
-    chosen = json.dumps(config) if config else "none (nothing raised the out-of-fold Dice)"
-    print(f"post-processing chosen on the out-of-fold predictions: {chosen}; stored beside each fold's checkpoint")
+    objective = args.postprocess_objective
+    config = learn_postprocessing(cases, out / "oof", predictor.task, fold_dirs, objective)
+    chosen = json.dumps(config) if config else f"none (nothing raised the out-of-fold score, {objective})"
+    print(
+        f"post-processing chosen on the out-of-fold predictions ({objective}): {chosen}; stored beside each "
+        "fold's checkpoint"
+    )
     calibration = learn_calibration(samples, predictor.task, fold_dirs)
     temps = ", ".join(f"{k} {v:.3f}" for k, v in calibration["temperature"].items())
     ece = {when: ", ".join(f"{k} {v:.4f}" for k, v in calibration["ece"][when].items()) for when in ("before", "after")}

@@ -11,7 +11,8 @@ applies it by default) or passed with ``--postprocess FILE.json``::
   is below this (ml) but not zero, those voxels leave ET and stay in TC and WT (written as necrotic core),
   since a few false-positive ET voxels in a case without enhancement cost a whole Dice point.
 
-:func:`choose_postprocessing` picks the thresholds that raise the mean Dice on cases with known labels.
+:func:`choose_postprocessing` picks the thresholds that raise the mean score on cases with known labels: voxel-wise
+Dice, lesion-wise Dice (BraTS 2023+) or their mean.
 """
 
 from __future__ import annotations
@@ -128,6 +129,26 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
+OBJECTIVES = ("dice", "lesion", "both")
+
+
+def _scorer(objective: str, spacing: Sequence[float]):
+    """Score of one mask pair under ``objective``: voxel-wise Dice, lesion-wise Dice (BraTS 2023+, by
+    :func:`medseg.metrics.lesion.lesion_scores`) or the mean of the two."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "dice":
+        return _dice
+    from medseg.metrics.lesion import lesion_scores
+
+    def lesion(pred: np.ndarray, truth: np.ndarray) -> float:
+        return float(lesion_scores(pred, truth, spacing, with_hd95=False)["dice"])
+
+    if objective == "lesion":
+        return lesion
+    return lambda pred, truth: (_dice(pred, truth) + lesion(pred, truth)) / 2.0
+
+
 def choose_postprocessing(
     pred_masks_list: Sequence[np.ndarray],
     truth_masks_list: Sequence[np.ndarray],
@@ -135,27 +156,31 @@ def choose_postprocessing(
     spacing: Sequence[float],
     candidates: Sequence[float | str | None] = ("none", 0.1, 0.25, 0.5, 1.0),
     et_to_tc_candidates: Sequence[float] = (),
+    objective: str = "dice",
 ) -> dict:
-    """The post-processing that raises the mean Dice over cases with known labels.
+    """The post-processing that raises the mean score over cases with known labels.
 
     Args:
         pred_masks_list, truth_masks_list: per case, bool masks [N, X, Y, Z], one per output in ``names``.
         spacing: voxel size in mm (X, Y, Z), the same for all cases.
         candidates: ``min_component_ml`` thresholds to try per output; ``"none"`` (or None) is always tried.
         et_to_tc_candidates: ``et_to_tc_below_ml`` values to try (scored on ET) after the components.
+        objective: what is raised: ``dice`` (voxel-wise), ``lesion`` (lesion-wise Dice, as BraTS 2023+ ranks)
+            or ``both`` (their mean: removes false-positive specks without trading away voxel Dice).
 
     Returns:
         a configuration for :func:`postprocess_masks` holding, per output, the threshold with the best mean
-        Dice, only where it beats no post-processing (ties keep none); ``{}`` when nothing helps.
+        score, only where it beats no post-processing (ties keep none); ``{}`` when nothing helps.
     """
+    score_of = _scorer(objective, spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     pairs = [(np.asarray(p, bool), np.asarray(t, bool)) for p, t in zip(pred_masks_list, truth_masks_list)]
     thresholds = sorted({float(c) for c in candidates if c not in (None, "none")})
     chosen: dict = {}
     for i, name in enumerate(names):
-        best, best_score = None, np.mean([_dice(p[i], t[i]) for p, t in pairs])
+        best, best_score = None, np.mean([score_of(p[i], t[i]) for p, t in pairs])
         for ml in thresholds:
-            score = np.mean([_dice(remove_small_components(p[i], ml / voxel_ml), t[i]) for p, t in pairs])
+            score = np.mean([score_of(remove_small_components(p[i], ml / voxel_ml), t[i]) for p, t in pairs])
             if score > best_score + 1e-12:
                 best, best_score = ml, score
         if best is not None:
@@ -163,9 +188,9 @@ def choose_postprocessing(
     if et_to_tc_candidates and {"ET", "TC"} <= set(names):
         et = list(names).index("ET")
         processed = [(postprocess_masks(p, names, voxel_ml, chosen), t) for p, t in pairs]
-        best, best_score = None, np.mean([_dice(p[et], t[et]) for p, t in processed])
+        best, best_score = None, np.mean([score_of(p[et], t[et]) for p, t in processed])
         for ml in sorted(float(c) for c in et_to_tc_candidates):
-            score = np.mean([_dice(et_to_tc(p, names, voxel_ml, ml)[et], t[et]) for p, t in processed])
+            score = np.mean([score_of(et_to_tc(p, names, voxel_ml, ml)[et], t[et]) for p, t in processed])
             if score > best_score + 1e-12:
                 best, best_score = ml, score
         if best is not None:
