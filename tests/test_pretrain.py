@@ -165,7 +165,7 @@ def test_pretrain_then_fit_from_its_checkpoint(tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["datamodule_hyper_parameters"]["task"]["channels"][0]["name"] == "t1"
     metrics = (run / "lightning_logs" / "version_1" / "metrics.csv").read_text(encoding="utf-8")
-    assert all(f"train/{part}" in metrics for part in ("inpaint", "rotation", "contrastive"))
+    assert all(f"train/{part}" in metrics for part in ("inpaint", "rotation", "contrastive", "embedding_std"))
 
     records: list[str] = []
     handler = logging.Handler(logging.INFO)

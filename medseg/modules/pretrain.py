@@ -6,7 +6,9 @@ quarter turns. Both views go through the network as one batch [2B, C, *roi].
 
 Loss (:class:`medseg.losses.SSLLoss`): Tang et al.'s masked-cube inpainting, rotation prediction and
 contrastive coding, weighted. Logged: ``train/loss``, ``train/inpaint``, ``train/rotation``,
-``train/contrastive``, ``train/rotation_acc``; the same under ``val/`` when the datamodule holds cases out.
+``train/contrastive``, ``train/rotation_acc``, ``train/embedding_std`` (the spread of the unit-length
+contrastive embeddings over the batch: it falls towards 0 when the encoder collapses to one output for every
+scan, as it does at too high a learning rate); the same under ``val/`` when the datamodule holds cases out.
 
 The checkpoint's ``net.swinViT.*`` tensors start a segmentation network: ``model.init_args.pretrained`` of
 ``medseg fit`` (:func:`medseg.nets.pretrained.load_pretrained`).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medseg.errors import ConfigError
@@ -28,7 +31,7 @@ class PretrainModule(pl.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        lr: float = 5e-4,
+        lr: float = 3e-4,
         weight_decay: float = 0.05,
         warmup_steps: float = 0.05,
         inpaint_weight: float = 1.0,
@@ -79,6 +82,9 @@ class PretrainModule(pl.LightningModule):
         outputs = self(views)
         losses = self.loss(outputs, target, rotation)
         losses["rotation_acc"] = (outputs["rotation"].argmax(1) == rotation).float().mean()
+        # spread of the unit-length embeddings over the views: near 0 means the encoder has collapsed to one
+        # output for every input (contrastive stuck at log(2B - 1), rotation at chance): lower the lr
+        losses["embedding_std"] = F.normalize(outputs["contrastive"].detach(), dim=1).std(0).mean()
         on_step = stage == "train"
         self.log_dict(
             {f"{stage}/{k}": v.detach() for k, v in losses.items()},
