@@ -136,3 +136,22 @@ def test_calibrate_predict_evaluate_end_to_end(tmp_path, capsys):
     assert "ECE" in printed and "ignored" not in printed
     summary = json.loads((out / "metrics_summary.json").read_text(encoding="utf-8"))
     assert 0 <= summary["ece_wt"]["mean"] <= 1 and "ece_mean" in summary
+
+
+def test_validation_logs_the_ece_of_each_region():
+    from medseg.metrics.calibration import ece
+    from medseg.modules.segmentation import SegmentationModule
+
+    net = tiny_net(3)
+    module = SegmentationModule(net=net, roi_size=(32, 32, 32))
+    image = torch.randn(1, 4, 12, 10, 8)
+    with torch.no_grad():
+        probs = torch.sigmoid(net(image))[0].numpy()  # one window covers the volume: the network's output
+    label = torch.from_numpy(np.random.default_rng(0).random(probs.shape) < probs).float()[None]
+    logged = {}
+    module.log_dict = lambda metrics, **kw: logged.update(metrics)
+    with torch.no_grad():
+        module._evaluate({"image": image, "label": label}, "val", with_hd95=False)
+    for i, region in enumerate(("tc", "wt", "et")):
+        expected = ece(probs[i].ravel().astype(np.float64), label[0, i].numpy().ravel())
+        assert logged[f"val/ece_{region}"] == pytest.approx(expected, abs=1e-6)

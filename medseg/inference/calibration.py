@@ -14,9 +14,7 @@ Stored as ``calibration.json`` beside a checkpoint (``medseg predict`` applies i
     {"temperature": {"TC": 1.8, "WT": 2.3, "ET": 1.6}}      # regions
     {"temperature": {"classes": 1.4}}                        # classes (one softmax temperature)
 
-ECE is measured per output (each region, or each foreground class one-vs-rest) on its own probability of
-being positive: 15 equal-width bins, ``sum_b n_b / N * |mean probability_b - fraction positive_b|``, over
-the voxels the network segmented (the foreground crop; outside it a probability file holds exact zeros).
+ECE: :mod:`medseg.metrics.calibration` (15 bins per output, over the voxels the network segmented).
 """
 
 from __future__ import annotations
@@ -29,10 +27,10 @@ import numpy as np
 import torch
 
 from medseg.errors import MedsegError
+from medseg.metrics.calibration import BINS, calibration_error, ece, positive_probabilities, segmented
 
 FILENAME = "calibration.json"
 CLASSES = "classes"  # the key of the one softmax temperature of a classes task
-BINS = 15
 _EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before taking logits
 
 
@@ -83,36 +81,6 @@ def calibrate(probs: torch.Tensor, config: Mapping, outputs: Sequence[str], kind
     return torch.where(probs.sum(0, keepdim=True) > 0, out, torch.zeros_like(out))
 
 
-def positive_probabilities(probs: np.ndarray, kind: str) -> np.ndarray:
-    """[N, ...] each output's probability of being positive: the regions' channels, or the foreground
-    classes' (softmax channels 1..K)."""
-    return probs[1:] if kind == "classes" else probs
-
-
-def segmented(probs: np.ndarray) -> np.ndarray:
-    """Bool [...]: the voxels the network segmented (any probability above zero)."""
-    return np.asarray(probs).sum(0) > 0
-
-
-def calibration_error(
-    probs: np.ndarray, truth: np.ndarray, names: Sequence[str], kind: str, bins: int = BINS
-) -> dict[str, float]:
-    """``{"ece_<name>": ECE}`` per output (see the module docstring): ``probs`` [N', *spatial] as a
-    predictor writes them, ``truth`` bool [N, *spatial] one mask per output; over :func:`segmented` voxels."""
-    within = segmented(probs)
-    positive = positive_probabilities(np.asarray(probs, np.float64), kind)
-    return {f"ece_{name}": _ece(positive[i][within], truth[i][within], bins) for i, name in enumerate(names)}
-
-
-def _ece(p: np.ndarray, y: np.ndarray, bins: int) -> float:
-    if p.size == 0:
-        return 0.0
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    count = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
-    return float(gap.sum() / count.sum())
-
-
 class Samples:
     """Voxels drawn from labelled cases for :func:`fit_temperature`: up to ``per_case`` random segmented
     voxels of each case (seeded), their probabilities [N', n] and truth masks [N, n]."""
@@ -160,7 +128,7 @@ def fit_temperature(samples: Samples, outputs: Sequence[str], kind: str) -> dict
 
 def _sample_ece(probs: np.ndarray, truth: np.ndarray, names: Sequence[str], kind: str) -> dict[str, float]:
     positive = positive_probabilities(probs.astype(np.float64), kind)
-    return {name: round(_ece(positive[i], truth[i], BINS), 6) for i, name in enumerate(names)}
+    return {name: round(ece(positive[i], truth[i], BINS), 6) for i, name in enumerate(names)}
 
 
 def _class_index(truth: np.ndarray) -> np.ndarray:
@@ -248,5 +216,5 @@ def probability_metrics(path: Path, truth: np.ndarray, task, case_id: str) -> di
             f"{expected} ({task.describe()})",
             case_id=case_id,
         )
-    ece = calibration_error(probs, truth, metric_keys(task.outputs), task.kind)
-    return {**ece, "ece_mean": float(np.mean(list(ece.values())))}
+    errors = calibration_error(probs, truth, metric_keys(task.outputs), task.kind)
+    return {**errors, "ece_mean": float(np.mean(list(errors.values())))}

@@ -11,7 +11,8 @@ decides the loss and the metrics. Batch contract (from ``medseg.data.datamodule`
 Loss: regions, soft Dice + BCE on sigmoids (``DiceBCELoss``); classes, soft Dice + cross-entropy on the
 softmax (``DiceCELoss``). Logged: ``train/loss``, ``train/dice``, ``train/bce`` (``train/ce``);
 ``val/loss``, ``val/dice_<output>`` per region or foreground class (``val/dice_tc``, ``val/dice_liver``),
-``val/dice_mean`` over them (+ ``val/hd95_*`` when ``val_hd95``); the same under ``test/``.
+``val/dice_mean`` over them (+ ``val/hd95_*`` when ``val_hd95``), ``val/ece_<output>`` (expected calibration
+error of the probabilities over the validation crop, :mod:`medseg.metrics.calibration`); the same under ``test/``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 
 from medseg.errors import ConfigError
 from medseg.losses import DiceBCELoss, DiceCELoss
+from medseg.metrics.calibration import calibration_error
 from medseg.metrics.segmentation import dice, hd95, metric_keys
 from medseg.modules.finetune import drop_gradients, encoder_parameters, layer_decay_groups
 from medseg.modules.hparams import save_hparams
@@ -219,6 +221,10 @@ class SegmentationModule(pl.LightningModule):
         scores = dice(pred, truth)[0]  # [N]
         metrics.update({f"{stage}/dice_{n}": s for n, s in zip(names, scores)})
         metrics[f"{stage}/dice_mean"] = scores.mean()
+        probs = torch.sigmoid(logits) if self.task.kind == "regions" else torch.softmax(logits, 1)
+        ece = calibration_error(probs[0].float().cpu().numpy(), truth[0].cpu().numpy(), names, self.task.kind)
+        calibration = {f"{stage}/{k}": v for k, v in ece.items()}  # over the whole validation crop
+        self.log_dict(calibration, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
         if with_hd95:
             spacing = _spacing(batch["image"])
             distances = hd95(pred, truth, spacing)[0]  # [N] mm
