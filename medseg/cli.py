@@ -54,13 +54,22 @@ class _DropLitLoggerTip(logging.Filter):
 
 def _quiet_third_party() -> None:
     """Silence what a medseg user can neither act on nor fix, each by its exact message and source module:
-    Lightning's own use of a torch pytree API that torch deprecated, and Lightning's litlogger advert.
+    Lightning's own use of a torch pytree API that torch deprecated, its note on the empty validation loader
+    medseg gives it when no case is held out, and Lightning's litlogger advert.
     Warnings about the user's settings (workers, logging interval, existing checkpoints) stay."""
     warnings.filterwarnings(
         "ignore",
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
         module=r"pytorch_lightning\.utilities\._pytree",
+    )
+    # medseg's datamodules hand Lightning an empty validation loader exactly when no case is held out
+    # (val_fraction 0): the user chose that, and Lightning then skips validation as it should
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Total length of `list` across ranks is zero",
+        category=UserWarning,
+        module=r"pytorch_lightning\.utilities\.data",
     )
     rank_zero_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropLitLoggerTip) for f in rank_zero_log.filters):

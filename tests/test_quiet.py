@@ -25,6 +25,7 @@ SILENCED = [
     "The anonymous setting has no effect",
     "does not exist",  # wandb: "git root <run dir> does not exist"
     "LeafSpec",
+    "across ranks is zero",
 ]
 
 
@@ -38,6 +39,19 @@ def test_lightning_pytree_deprecation_is_filtered_by_module_only():
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated (from elsewhere)", FutureWarning, stacklevel=1)
     messages = [str(w.message) for w in caught]
     assert messages == ["`isinstance(treespec, LeafSpec)` is deprecated (from elsewhere)"], messages
+
+
+def test_the_empty_validation_loader_note_is_filtered_other_lengths_warn():
+    import torch
+    from pytorch_lightning.utilities.data import has_len_all_ranks
+
+    strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=lambda t, reduce_op: t)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _quiet_third_party()
+        has_len_all_ranks([], strategy)  # no case held out: medseg's datamodules hand Lightning []
+        warnings.warn("Total length of `list` across ranks is zero (from elsewhere)", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["Total length of `list` across ranks is zero (from elsewhere)"]
 
 
 def test_litlogger_tip_is_dropped_other_lightning_info_kept():
