@@ -222,7 +222,7 @@ class SegmentationModule(pl.LightningModule):
         metrics.update({f"{stage}/dice_{n}": s for n, s in zip(names, scores)})
         metrics[f"{stage}/dice_mean"] = scores.mean()
         probs = torch.sigmoid(logits) if self.task.kind == "regions" else torch.softmax(logits, 1)
-        ece = calibration_error(probs[0].float().cpu().numpy(), truth[0].cpu().numpy(), names, self.task.kind)
+        ece = calibration_error(probs[0].detach().float().cpu().numpy(), truth[0].cpu().numpy(), names, self.task.kind)
         calibration = {f"{stage}/{k}": v for k, v in ece.items()}  # over the whole validation crop
         self.log_dict(calibration, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
         if with_hd95:
