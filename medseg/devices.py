@@ -35,19 +35,19 @@ def cpu_flags() -> set[str]:
 
 
 def bf16_native(device: str | torch.device = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it (Ampere and later), or a
-    CPU with AVX-512 BF16 or AMX (``/proc/cpuinfo`` flags ``avx512_bf16`` / ``amx_bf16``, or PyTorch's own
-    probe). Elsewhere oneDNN emulates bf16 on the CPU: on a 2-core AVX-512 Xeon without either, autocast bf16
-    ran 2.5-3.6x slower than float32 (a 1024^2 matmul, a 48-channel 48^3 convolution, Swin UNETR fs24 at 64^3)."""
+    """Whether ``device`` computes bfloat16 fast enough to be worth it: a CUDA GPU that supports it (Ampere and
+    later), or a CPU with AMX (``/proc/cpuinfo`` flag ``amx_bf16`` and, where PyTorch has the probe, its
+    tiles usable). Measured on 2-core Intel Xeons (docs/benchmarks.md): with AMX, a 2048^2 matmul ran 2.6x
+    faster in bf16 than float32; on another reporting AVX-512 BF16 (its AMX not recorded), a feature_size-48
+    Swin UNETR case took 62 s in bf16 against 46 s in float32; with neither, oneDNN emulates bf16 at 0.3-0.4x
+    the float32 speed. So AVX-512 BF16 alone does not count."""
     device = resolve_device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
+    if device.type != "cpu" or "amx_bf16" not in cpu_flags():
         return False
-    if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
-        return True
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, present in torch >= 2.3
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, present in torch >= 2.3
+    return probe is None or bool(probe())
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:

@@ -14,17 +14,18 @@ def test_auto_is_a_gpu_when_there_is_one_and_other_names_pass_through(monkeypatc
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
 
 
-def test_bf16_is_native_with_avx512_bf16_or_amx_or_a_bf16_gpu(monkeypatch):
+def test_bf16_is_native_with_usable_amx_or_a_bf16_gpu(monkeypatch):
     from medseg import devices
 
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
-    assert not devices.bf16_native("cpu")  # AVX-512 alone: oneDNN emulates bf16
-    assert devices.resolve_precision("auto", "cpu") == "fp32"
-    for flag in ("avx512_bf16", "amx_bf16"):
-        monkeypatch.setattr(devices, "cpu_flags", lambda flag=flag: {"avx512f", flag})
-        assert devices.bf16_native("cpu") and devices.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    for flags in ({"avx512f", "avx512_vnni"}, {"avx512f", "avx512_bf16"}):  # emulated, or slower than fp32
+        monkeypatch.setattr(devices, "cpu_flags", lambda flags=flags: flags)
+        assert not devices.bf16_native("cpu") and devices.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+    assert devices.bf16_native("cpu") and devices.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # the kernel does not grant the tiles
+    assert not devices.bf16_native("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert devices.resolve_precision("auto", "cuda") == "fp32"

@@ -102,16 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         metavar="SIDE",
-        help="--window plan: the largest window side, one or three (default: the training roi_size, or the "
-        "largest training crop of a model trained with data.random_roi)",
+        help="--window plan: the largest window side, one or three (default: the training roi_size)",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
         "--precision",
         choices=PRECISIONS,
         help="fp32 (default), bf16 (the network in bfloat16 autocast: faster at feature_size 48 on CPUs with "
-        "AVX-512 BF16 or AMX and on GPUs; emulated, and slower, on other CPUs) or auto: bf16 where the device "
-        "computes it natively, else fp32",
+        "AMX and on GPUs; slower on other CPUs) or auto: bf16 where the device computes it fast (AMX, a bf16 "
+        "GPU), else fp32",
     )
     precision.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")

@@ -122,11 +122,12 @@ class Predictor:
             to ``roi``. Three ints: that window. On a GPU, when the volume does not fit an ``auto`` window,
             the windows run on the GPU and the volume and its stitched output stay in CPU memory.
         max_window: the largest window side ``plan`` may use, one int or three (default: each model's
-            roi_size; from a checkpoint trained with ``data.random_roi``, the largest training crop).
+            roi_size, also for a model trained with ``data.random_roi``: windows larger than the roi changed
+            its labels too much, docs/benchmarks.md).
         precision: ``fp32`` (default), ``bf16`` (the network under bfloat16 autocast: faster at large
-            feature sizes on CPUs with AVX-512 BF16 or AMX and on GPUs, logits within about 0.03 of float32,
-            docs/benchmarks.md) or ``auto``: bf16 where the device computes it natively
-            (:func:`medseg.devices.bf16_native`), else fp32.
+            feature sizes on CPUs with AMX and on GPUs, logits within about 0.03 of float32,
+            docs/benchmarks.md) or ``auto``: bf16 where the device computes it fast (AMX or a bf16 GPU,
+            :func:`medseg.devices.bf16_native`), else fp32.
         bf16: the older switch for ``precision="bf16"``.
         tta: test-time augmentation by mirroring (:mod:`medseg.modules.tta`): ``2 ** len(tta_axes)``
             passes per model instead of one.
@@ -228,8 +229,6 @@ class Predictor:
         them when they do not share task, resampling and threshold (:mod:`medseg.inference.ensemble`)."""
         modules, data = load_ensemble(checkpoints)
         kwargs = {"task": task_for_checkpoint(data), "pixdim": data.get("pixdim")}
-        if data.get("random_roi"):  # trained on crops up to this side: plan may use windows that large
-            kwargs["max_window"] = max(int(s) for s in data["random_roi"])
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(modules, device=device, **kwargs)
 

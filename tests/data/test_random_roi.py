@@ -71,7 +71,7 @@ def test_off_by_default(dataset):
         SegmentationDataModule(str(dataset), random_roi=(16, 32))
 
 
-def test_predict_plans_up_to_the_largest_training_crop(monkeypatch):
+def test_predict_plans_up_to_the_training_roi_even_after_random_crops(monkeypatch):
     from medseg.inference import segment
     from medseg.modules.segmentation import SegmentationModule
 
@@ -80,6 +80,6 @@ def test_predict_plans_up_to_the_largest_training_crop(monkeypatch):
         return [module], {"label_convention": "brats2021", "random_roi": [64, 160]}
 
     monkeypatch.setattr(segment, "load_ensemble", loaded)
-    assert segment.Predictor.from_checkpoints(["x.ckpt"], device="cpu").max_window == (160, 160, 160)
+    assert segment.Predictor.from_checkpoints(["x.ckpt"], device="cpu").max_window is None  # the roi
     given = segment.Predictor.from_checkpoints(["x.ckpt"], device="cpu", max_window=96)
     assert given.max_window == (96, 96, 96)
