@@ -45,7 +45,9 @@ def test_precision_reaches_the_predictor_and_the_cli(monkeypatch, tmp_path):
 
     module = SegmentationModule(net=torch.nn.Conv3d(4, 3, 1), roi_size=(16, 16, 16))
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"amx_bf16"})
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)  # any host
     assert Predictor(module, device="cpu", precision="auto").bf16
+    assert Predictor(module, device="cpu").bf16  # auto is the default
     monkeypatch.setattr(devices, "cpu_flags", lambda: set())
     monkeypatch.setattr(devices, "bf16_native", lambda device="cpu": False)
     assert not Predictor(module, device="cpu", precision="auto").bf16
@@ -55,7 +57,7 @@ def test_precision_reaches_the_predictor_and_the_cli(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(segment.Predictor, "from_checkpoints", classmethod(lambda cls, *a, **k: seen.update(k)))
     out = ["--ckpt", "x.ckpt", "--out", str(tmp_path / "o")]
-    for flags, precision in (([], "fp32"), (["--bf16"], "bf16"), (["--precision", "auto"], "auto")):
+    for flags, precision in (([], "auto"), (["--bf16"], "bf16"), (["--precision", "fp32"], "fp32")):
         predict._predictor(predict.build_parser().parse_args([str(tmp_path), *out, *flags]))
         assert seen["precision"] == precision
     with pytest.raises(SystemExit):

@@ -105,10 +105,10 @@ def test_tta_with_a_flip_equivariant_net_equals_no_tta(case):
 
 def test_tta_equals_the_mean_over_mirrored_passes(case):
     net = tiny_net(3)
-    predictor = Predictor(_module(net), task="brats2021", device="cpu", tta=True)
+    predictor = Predictor(_module(net), task="brats2021", device="cpu", tta=True, precision="fp32")
     image = predictor.transform(case)["image"].as_tensor()  # [4, X', Y', Z'] the network's grid
     got = predictor.model_probabilities(predictor.module, predictor.window, image)  # [3, X', Y', Z']
-    plain = Predictor(_module(net), task="brats2021", device="cpu")
+    plain = Predictor(_module(net), task="brats2021", device="cpu", precision="fp32")
     unmirrored = plain.model_probabilities(plain.module, plain.window, image)
     expected = _manual_mirrored(net, image[None])[0]
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
@@ -151,8 +151,10 @@ def test_an_exported_model_joins_an_ensemble(tmp_path, ckpts, case):
 
     exported = tmp_path / "b.pt"
     assert export(ckpts[1], exported, "torchscript") < 1e-5
-    mixed = Predictor.from_checkpoints([ckpts[0], exported], device="cpu").predict_case(case, probabilities=True)
-    native = Predictor.from_checkpoints(ckpts, device="cpu").predict_case(case, probabilities=True)
+    mixed = Predictor.from_checkpoints([ckpts[0], exported], device="cpu")
+    assert mixed.precision == "fp32"  # auto: an exported model runs as it was exported
+    mixed = mixed.predict_case(case, probabilities=True)
+    native = Predictor.from_checkpoints(ckpts, device="cpu", precision="fp32").predict_case(case, probabilities=True)
     np.testing.assert_allclose(mixed.probabilities, native.probabilities, atol=1e-5)
 
 

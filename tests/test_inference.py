@@ -229,6 +229,7 @@ def test_bf16_runs_the_network_under_autocast(tmp_path):
     case = write_case(tmp_path, "BraTS2021_00005", label)
     for bf16 in (False, True):
         net = AutocastProbe()
-        predictor = Predictor(SegmentationModule(net=net, roi_size=(16, 16, 16)), device="cpu", bf16=bf16)
+        module = SegmentationModule(net=net, roi_size=(16, 16, 16))
+        predictor = Predictor(module, device="cpu", precision="bf16" if bf16 else "fp32")
         np.testing.assert_array_equal(predictor.predict_case(case).label, label)
         assert net.autocast is bf16

@@ -14,6 +14,7 @@ from monai.inferers import sliding_window_inference
 from monai.inferers.utils import _get_scan_interval
 from torch import nn
 
+from medseg.devices import resolve_precision
 from medseg.errors import MedsegError
 from medseg.inference import Predictor
 from medseg.inference.windows import check_window, monai_plan, plan_windows, scan_count
@@ -108,7 +109,7 @@ def test_planned_prediction_is_sliding_window_with_the_planned_window(tmp_path):
     case = write_case(tmp_path, "BraTS2021_00005", label)
     net = ContextNet()
     module = SegmentationModule(net=net, roi_size=(16, 16, 16), sw_overlap=0.5)
-    predictor = Predictor(module, device="cpu", window="plan")
+    predictor = Predictor(module, device="cpu", window="plan", precision="fp32")
     image = predictor.transform(case)["image"]  # [4, X', Y', Z'] cropped
     plan = predictor.window_plan(image.shape[1:])
     assert all(w <= 16 for w in plan.window) and plan.windows > 1
@@ -133,11 +134,19 @@ def test_predict_prints_each_cases_windows(tmp_path, monkeypatch, capsys):
 
     def from_checkpoints(cls, checkpoints, **kwargs):
         seen.update(kwargs)
-        return Predictor(module, device="cpu", window=kwargs["window"], max_window=kwargs["max_window"])
+        return Predictor(
+            module,
+            device="cpu",
+            window=kwargs["window"],
+            max_window=kwargs["max_window"],
+            precision=kwargs["precision"],
+        )
 
     monkeypatch.setattr(predict.Predictor, "from_checkpoints", classmethod(from_checkpoints))
     args = [str(tmp_path / "cases"), "--ckpt", "x.ckpt", "--out", str(tmp_path / "out"), "--window", "plan"]
     assert predict.main([*args, "--max-window", "24"]) == 0
     assert seen["window"] == "plan" and seen["max_window"] == [24]
     out = capsys.readouterr().out
-    assert "BraTS2021_00011: 28 x 24 x 14 cropped: " in out and "(plan), fp32" in out
+    assert seen["precision"] == "auto"  # the default: what the CPU computes fast
+    expected = resolve_precision("auto", "cpu")
+    assert "BraTS2021_00011: 28 x 24 x 14 cropped: " in out and f"(plan), {expected}" in out

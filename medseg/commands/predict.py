@@ -92,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="inference window: roi (default: the training roi_size, as validation does), auto (the whole "
         "head-cropped volume in one pass when it fits in 80%% of the free memory, else the largest window that "
-        "does: faster on large scans, Dice within about 0.01), plan (per case, the fewest windows per axis no "
-        "larger than --max-window, then the smallest sides covering the cropped volume: a 146 x 174 x 149 crop "
-        "takes 8 windows of 96^3 instead of 8 of 128^3) or three sides, e.g. 128 128 128; the windows of each "
-        "case are printed",
+        "does), plan (per case, the fewest windows per axis no larger than --max-window, then the smallest "
+        "sides covering the cropped volume: a 146 x 174 x 149 crop takes 8 windows of 96^3 instead of 8 of "
+        "128^3) or three sides, e.g. 128 128 128. auto and plan are 2-4x faster on large scans but windows "
+        "other than the training roi changed 0.03-0.25 Dice per region on hard cases (docs/benchmarks.md). "
+        "The windows of each case are printed",
     )
     parser.add_argument(
         "--max-window",
@@ -108,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="fp32 (default), bf16 (the network in bfloat16 autocast: faster at feature_size 48 on CPUs with "
-        "AMX and on GPUs; slower on other CPUs) or auto: bf16 where the device computes it fast (AMX, a bf16 "
-        "GPU), else fp32",
+        help="auto (default): bf16 where the device computes it fast (a CPU with AMX, a GPU with bf16), else "
+        "fp32; fp32; or bf16 (the network in bfloat16 autocast: labels agree with fp32 at Dice >= 0.99, "
+        "1.5x faster at feature_size 48 with AMX, slower on CPUs without it); each case prints which ran",
     )
     precision.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the checkpoint's)")
@@ -202,7 +203,7 @@ def _predictor(args: argparse.Namespace, device: str | None = None) -> Predictor
         label_convention=args.label_convention,
         window=args.window[0] if len(args.window) == 1 else args.window,
         max_window=args.max_window,
-        precision="bf16" if args.bf16 else args.precision or "fp32",
+        precision="bf16" if args.bf16 else args.precision or "auto",
         tta=args.tta or args.tta_axes is not None,
         tta_axes=args.tta_axes,
         postprocess=postprocess_file(args),

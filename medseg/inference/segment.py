@@ -34,6 +34,7 @@ from medseg.devices import resolve_device, resolve_precision
 from medseg.errors import MedsegError
 from medseg.inference.calibration import calibrate, check_calibration, load_calibration, uncertainty
 from medseg.inference.ensemble import load_ensemble
+from medseg.inference.export import ExportedNet
 from medseg.inference.postprocess import check_postprocess, load_postprocess, postprocess_masks
 from medseg.inference.windows import (
     WindowPlan,
@@ -113,21 +114,23 @@ class Predictor:
             does. ``"auto"``: for a network that takes any size (Swin UNETR), one pass over the whole
             head-cropped volume, padded to the network's size divisor, when its estimated memory fits
             80 % of what is free on the device, otherwise the largest window that fits, slid with
-            ``overlap``: 1.5x faster on a BraTS-size case, but the network then normalises over a
-            different extent than in training (up to 0.01 lower Dice on the demo model; see
-            docs/benchmarks.md). ``"plan"``: window side and count chosen per case from the cropped
+            ``overlap``: faster on large scans, but the network then normalises over another extent than
+            in training (up to 0.25 lower Dice per region on hard held-out cases; docs/benchmarks.md).
+            ``"plan"``: window side and count chosen per case from the cropped
             extent (:func:`medseg.inference.windows.plan_windows`): the fewest windows per axis no larger
             than ``max_window``, then the smallest sides (multiples of the network's size divisor) that cover
             the extent, within the memory budget of ``auto``; a network with a fixed input size falls back
-            to ``roi``. Three ints: that window. On a GPU, when the volume does not fit an ``auto`` window,
+            to ``roi``. Windows smaller than the roi cost 0.04-0.06 Dice per region in the same benchmark.
+            Three ints: that window. On a GPU, when the volume does not fit an ``auto`` window,
             the windows run on the GPU and the volume and its stitched output stay in CPU memory.
         max_window: the largest window side ``plan`` may use, one int or three (default: each model's
             roi_size, also for a model trained with ``data.random_roi``: windows larger than the roi changed
             its labels too much, docs/benchmarks.md).
-        precision: ``fp32`` (default), ``bf16`` (the network under bfloat16 autocast: faster at large
-            feature sizes on CPUs with AMX and on GPUs, logits within about 0.03 of float32,
-            docs/benchmarks.md) or ``auto``: bf16 where the device computes it fast (AMX or a bf16 GPU,
-            :func:`medseg.devices.bf16_native`), else fp32.
+        precision: ``auto`` (default): bf16 where the device computes it fast (a CPU with AMX or a bf16
+            GPU, :func:`medseg.devices.bf16_native`), else fp32; ``fp32``; or ``bf16``: the network under
+            bfloat16 autocast, logits within about 0.03 of float32 and labels agreeing with it at Dice
+            >= 0.99 per region on trained models, 1.5x faster at feature_size 48 with AMX
+            (docs/benchmarks.md), slower on CPUs without it.
         bf16: the older switch for ``precision="bf16"``.
         tta: test-time augmentation by mirroring (:mod:`medseg.modules.tta`): ``2 ** len(tta_axes)``
             passes per model instead of one.
@@ -152,7 +155,7 @@ class Predictor:
         stitch_device: str | None = None,
         window: str | Sequence[int] = "roi",
         bf16: bool = False,
-        precision: str = "fp32",
+        precision: str = "auto",
         max_window: int | Sequence[int] | None = None,
         task: str | dict | Task | None = None,
         tta: bool = False,
@@ -188,6 +191,8 @@ class Predictor:
         self.windows = [check_window(window, m.net) for m in self.modules]
         self.window = self.windows[0]
         self.max_window = None if max_window is None else _three(max_window)
+        if precision == "auto" and any(isinstance(m.net, ExportedNet) for m in self.modules):
+            precision = "fp32"  # an exported model runs as it was exported and checked (ONNX has no autocast)
         try:
             self.precision = resolve_precision("bf16" if bf16 else precision, self.device)
         except ValueError as err:
