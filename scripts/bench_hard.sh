@@ -2,7 +2,8 @@
 # Issue 13: the default `medseg fit` recipe against a plain MONAI loop on hard demo data, at fixed steps
 # (what each path did in 12 minutes on 2 CPU cores: medseg 380 steps, MONAI 282), same data, same held-out
 # cases, both scored by `medseg evaluate` (voxel-wise and lesion-wise).
-#   bash scripts/bench_hard.sh OUT [RECIPE...]      RECIPE: monai, nnunet (the default), light (the old one)
+#   bash scripts/bench_hard.sh OUT [RECIPE...]      RECIPE: monai, nnunet (the default), light (the old one);
+#   AUGMENT_dice (nnunet_dice, light_dice): that augmentation with the soft Dice loss alone (bce_weight 0)
 set -euo pipefail
 OUT=${1:-runs/bench_hard}; shift || true
 RECIPES=${*:-monai nnunet light}
@@ -18,9 +19,11 @@ for recipe in $RECIPES; do
       --steps 282 --lr 3e-3 --seed 0
     pred="$run/pred"
   else
+    loss=(); [[ "$recipe" == *_dice ]] && loss=(--model.init_args.bce_weight 0)
     $M fit --config configs/swin_unetr_demo.yaml --data.init_args.data_dir "$OUT/data/train" \
-      --data.init_args.augment "$recipe" --trainer.max_steps 380 --trainer.default_root_dir "$run" \
-      --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run"
+      --data.init_args.augment "${recipe%_dice}" --trainer.max_steps 380 --trainer.default_root_dir "$run" \
+      --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
+      --trainer.enable_progress_bar false "${loss[@]}"
     $M predict "$OUT/data/test" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
     pred="$run/pred"
   fi
