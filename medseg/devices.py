@@ -38,9 +38,10 @@ def bf16_native(device: str | torch.device = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 fast enough to be worth it: a CUDA GPU that supports it (Ampere and
     later), or a CPU with AMX (``/proc/cpuinfo`` flag ``amx_bf16`` and, where PyTorch has the probe, its
     tiles usable). Measured on 2-core Intel Xeons (docs/benchmarks.md): with AMX, a 2048^2 matmul ran 2.6x
-    faster in bf16 than float32; on another reporting AVX-512 BF16 (its AMX not recorded), a feature_size-48
-    Swin UNETR case took 62 s in bf16 against 46 s in float32; with neither, oneDNN emulates bf16 at 0.3-0.4x
-    the float32 speed. So AVX-512 BF16 alone does not count."""
+    faster in bf16 than float32 and a feature_size-48 BraTS case 1.54x (84.9 s against 130.6 s); on another
+    Xeon reporting AVX-512 BF16 (its AMX not recorded), the same case with planned windows took 62 s in bf16
+    against 46 s in float32; with neither, oneDNN emulates bf16 at 0.3-0.4x the float32 speed. So AVX-512
+    BF16 alone does not count."""
     device = resolve_device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
