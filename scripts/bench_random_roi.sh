@@ -15,12 +15,13 @@ STEPS=${2:-380}
 M=${MEDSEG:-.venv/bin/medseg}
 PY=${PYTHON:-.venv/bin/python}
 RUNS=${RUNS:-fixed random roi96}
+wanted() { [[ " $RUNS " == *" $1 "* ]]; }  # NAME: one of the fits RUNS selects
 GRID=(--difficulty hard --extent real --shape 120 120 78 --spacing 2 2 2 --seed 0)
 [ -f "$OUT/data/train/demo_truth.json" ] || $M demo-data "${GRID[@]}" --out "$OUT/data/train" --cases 12
 [ -f "$OUT/data/test/demo_truth.json" ] || $M demo-data "${GRID[@]}" --out "$OUT/data/test" --cases 4 --start-index 10000
 fit() {  # NAME [fit options]
+  wanted "$1" || return 0
   local run=$OUT/$1; shift
-  [[ " $RUNS " == *" ${run##*/} "* ]] || return 0
   [ -f "$run/checkpoints/last.ckpt" ] || $M fit --config configs/swin_unetr_demo.yaml \
     --data.init_args.data_dir "$OUT/data/train" --data.init_args.augment nnunet --trainer.max_steps "$STEPS" \
     --trainer.default_root_dir "$run" --trainer.logger pytorch_lightning.loggers.CSVLogger \
@@ -30,12 +31,12 @@ fit fixed
 fit random --data.init_args.random_roi "[64, 96]"
 fit roi96 --model.init_args.roi_size "[96, 96, 96]" --data.init_args.roi_size "[96, 96, 96]"
 for run in fixed random; do
-  [[ " $RUNS " == *" $run "* ]] || continue
+  wanted "$run" || continue
   echo "== $run"
   $PY scripts/bench_window.py "$OUT/data/test" --ckpt "$OUT/$run/checkpoints/last.ckpt" \
     --variants roi plan auto roi:bf16 plan:bf16 --json "$OUT/window_$run.json"
 done
-[[ " $RUNS " == *" roi96 "* ]] || exit 0
+wanted roi96 || exit 0
 echo "== roi96"
 $PY scripts/bench_window.py "$OUT/data/test" --ckpt "$OUT/roi96/checkpoints/last.ckpt" --max-window 64 \
   --variants roi plan roi:bf16 plan:bf16 --json "$OUT/window_roi96.json"
