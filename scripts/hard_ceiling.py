@@ -1,0 +1,107 @@
+"""How high can any model score on the hard demo's held-out cases? Two oracles, both scored against the
+labels `medseg demo-data --difficulty hard` writes (which carry about a voxel of annotation noise):
+
+- ``clean``: the label before the annotation noise (knows every lesion and the case's taper threshold);
+  what the annotation noise alone costs.
+- ``fixed``: the clean TC and ET, and a WT drawn at one taper level for every case (the generator's own
+  noise-free edema weight, 1 at the core, cut at ``--level``) instead of the case's hidden threshold: a
+  model that knows the edema's weight but not where this case's annotator stopped.
+- ``local``: the clean TC and ET, and a WT where the noise-free FLAIR edema signal (weight x the lesion's
+  edema contrast, relative to white matter) exceeds one level, the best level for these cases: a model
+  that sees the edema perfectly but judges each voxel by its brightness, as a local filter does. The
+  lesion's contrast varies 0.15-1.3 around the case's, so the same brightness is inside one lesion's
+  label and outside another's.
+
+All three see what no model sees (noise-free images, exact weights), so they bound the score from above.
+
+    .venv/bin/python scripts/hard_ceiling.py --cases 4 --start-index 10000 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+from unittest import mock
+
+import numpy as np
+import torch
+
+from medseg.data import demo_hard, demo_hard_render
+from medseg.data.demo import generate_case
+from medseg.data.labels import BRATS2021
+from medseg.metrics.segmentation import dice
+
+
+def draw(index: int, seed: int) -> dict:
+    """One hard case as ``medseg demo-data --difficulty hard`` draws it, with what the generator hides."""
+    seen = {}
+    jitter, taper, render = demo_hard.jitter_label, demo_hard_render.edema_taper, demo_hard.render_hard
+
+    def keep_clean(rng, label, lesion_map, brain, spacing):
+        seen["clean"], seen["brain"] = label.copy(), brain.copy()
+        return jitter(rng, label, lesion_map, brain, spacing)
+
+    def keep_taper(wt, core, lesion_map, threshold, fade_mm, spacing):
+        weight, nearest = taper(wt, core, lesion_map, threshold, fade_mm, spacing)
+        seen["taper"], seen["threshold"], seen["core"] = weight.copy(), threshold, core.copy()
+        seen["nearest"] = nearest.copy()
+        return weight, nearest
+
+    def keep_contrast(*args):
+        images, knobs, lesion_contrast = render(*args)
+        seen["edema_flair"] = np.array([0.0] + [c["edema_flair"] - 1 for _, c in sorted(lesion_contrast.items())])
+        return images, knobs, lesion_contrast
+
+    with (
+        mock.patch.object(demo_hard, "jitter_label", keep_clean),
+        mock.patch.object(demo_hard_render, "edema_taper", keep_taper),
+        mock.patch.object(demo_hard, "render_hard", keep_contrast),
+    ):
+        case = generate_case(f"BraTS2021_{index:05d}", seed=(seed, index), difficulty="hard")
+    return seen | {"label": case.label}
+
+
+def regions(label: np.ndarray) -> torch.Tensor:
+    """Label map [X, Y, Z] -> TC, WT, ET [3, X, Y, Z] bool."""
+    return BRATS2021.to_masks(torch.from_numpy(label.astype(np.int64)))
+
+
+def wt_dice(case: dict, truth: torch.Tensor, region: np.ndarray) -> float:
+    """Dice of a WT drawn as ``region | core`` (inside the brain) against the written WT."""
+    wt = torch.from_numpy(region & case["brain"] | case["core"])
+    return float(dice(wt[None, None], truth[1][None, None]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--start-index", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--level", type=float, default=None, help="WT taper level (default: the range's middle)")
+    args = parser.parse_args()
+    level = args.level or float(np.mean(demo_hard_render.TAPER_THRESHOLD))
+    signal_levels = np.geomspace(0.01, 1.0, 61)  # FLAIR edema signal / WM, tried for ``local``
+    scores, local = {"clean": [], "fixed": [], "local": []}, []
+    for index in range(args.start_index, args.start_index + args.cases):
+        case = draw(index, args.seed)
+        truth, clean = regions(case["label"]), regions(case["clean"])
+        tc_wt_et = dice(clean[None], truth[None])[0].tolist()
+        scores["clean"].append(list(tc_wt_et))
+        scores["fixed"].append([tc_wt_et[0], wt_dice(case, truth, case["taper"] >= level), tc_wt_et[2]])
+        signal = case["taper"] * case["edema_flair"][case["nearest"]]  # [X, Y, Z]
+        local.append([wt_dice(case, truth, signal >= c) for c in signal_levels])
+        scores["local"].append(list(tc_wt_et))  # its WT is filled in below, at the level best for all cases
+        print(
+            f"case {index}: taper threshold {case['threshold']:.3f}; "
+            + "; ".join(f"{k} {' / '.join(f'{d:.3f}' for d in v[-1])}" for k, v in scores.items() if k != "local")
+        )
+    best = int(np.argmax(np.mean(local, axis=0)))
+    for row, per_level in zip(scores["local"], local):
+        row[1] = per_level[best]
+    for name, rows in scores.items():
+        mean = np.mean(rows, axis=0)
+        print(f"{name}: TC / WT / ET {' / '.join(f'{d:.3f}' for d in mean)}, mean {mean.mean():.3f}")
+    print(f"(fixed cuts WT at taper level {level:.3f}; local at FLAIR edema signal {signal_levels[best]:.3f} x WM)")
+
+
+if __name__ == "__main__":
+    main()

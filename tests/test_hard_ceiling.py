@@ -1,0 +1,42 @@
+"""scripts/hard_ceiling.py: its oracles read the generator's hidden draws without changing the case."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.demo import generate_case
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("hard_ceiling", ROOT / "scripts" / "hard_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_draw_sees_the_hidden_label_and_taper():
+    ceiling = _script()
+    case = ceiling.draw(3, seed=5)
+    written = generate_case("BraTS2021_00003", seed=(5, 3), difficulty="hard")
+    assert np.array_equal(case["label"], written.label)  # the hooks change nothing
+    clean_wt = case["clean"] > 0
+    # the label ends where the edema's weight falls below the case's threshold (demo_hard_render.edema_taper)
+    assert np.array_equal((case["taper"] >= case["threshold"]) & case["brain"] | case["core"], clean_wt)
+    assert 0 < (case["label"] != case["clean"]).mean() < 0.05  # about a voxel of annotation noise
+    assert case["edema_flair"][0] == 0 and (case["edema_flair"][1:] > 0).all()
+
+
+def test_main_prints_each_oracle(monkeypatch, capsys):
+    ceiling = _script()
+    monkeypatch.setattr("sys.argv", ["hard_ceiling.py", "--cases", "1", "--start-index", "3", "--seed", "5"])
+    ceiling.main()
+    out = capsys.readouterr().out
+    for name in ("clean:", "fixed:", "local:"):
+        assert name in out
+    clean = float(out.split("clean: ")[1].split("mean ")[1].split()[0])
+    assert 0.5 < clean < 1.0
