@@ -13,15 +13,19 @@ labels `medseg demo-data --difficulty hard` writes (which carry about a voxel of
   label and outside another's.
 
 All three see what no model sees (noise-free images, exact weights), so they bound the score from above.
+With ``--pred DIR`` (``<case_id>.nii.gz`` label maps, as ``medseg predict`` writes), also each case's WT
+precision and recall, and the taper level whose cut matches the predicted WT best: where the model stops.
 
-    .venv/bin/python scripts/hard_ceiling.py --cases 4 --start-index 10000 --seed 0
+    .venv/bin/python scripts/hard_ceiling.py --cases 4 --start-index 10000 --seed 0 [--pred runs/x/pred]
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from unittest import mock
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -29,6 +33,8 @@ from medseg.data import demo_hard, demo_hard_render
 from medseg.data.demo import generate_case
 from medseg.data.labels import BRATS2021
 from medseg.metrics.segmentation import dice
+
+CASE_ID = "BraTS2021_{index:05d}"  # what `medseg demo-data` names case ``index`` (the brats2021 layout)
 
 
 def draw(index: int, seed: int) -> dict:
@@ -56,7 +62,7 @@ def draw(index: int, seed: int) -> dict:
         mock.patch.object(demo_hard_render, "edema_taper", keep_taper),
         mock.patch.object(demo_hard, "render_hard", keep_contrast),
     ):
-        case = generate_case(f"BraTS2021_{index:05d}", seed=(seed, index), difficulty="hard")
+        case = generate_case(CASE_ID.format(index=index), seed=(seed, index), difficulty="hard")
     return seen | {"label": case.label}
 
 
@@ -71,12 +77,29 @@ def wt_dice(case: dict, truth: torch.Tensor, region: np.ndarray) -> float:
     return float(dice(wt[None, None], truth[1][None, None]))
 
 
+def where_it_stops(case: dict, truth: torch.Tensor, pred: np.ndarray) -> str:
+    """A predicted label map's WT against the truth: precision, recall, the best-matching taper level."""
+    wt, true_wt = torch.from_numpy(pred > 0), truth[1]
+    hit = int((wt & true_wt).sum())
+    levels = np.arange(0.05, 1.0, 0.05)
+    matched = [
+        float(dice(wt[None, None], torch.from_numpy((case["taper"] >= t) & case["brain"] | case["core"])[None, None]))
+        for t in levels
+    ]
+    best = int(np.argmax(matched))
+    return (
+        f"WT precision {hit / max(int(wt.sum()), 1):.2f}, recall {hit / max(int(true_wt.sum()), 1):.2f}, "
+        f"cut at taper level {levels[best]:.2f} (Dice {matched[best]:.2f} with that cut)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--start-index", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--level", type=float, default=None, help="WT taper level (default: the range's middle)")
+    parser.add_argument("--pred", type=Path, default=None, help="a folder of predicted label maps to diagnose")
     args = parser.parse_args()
     level = args.level or float(np.mean(demo_hard_render.TAPER_THRESHOLD))
     signal_levels = np.geomspace(0.01, 1.0, 61)  # FLAIR edema signal / WM, tried for ``local``
@@ -94,6 +117,9 @@ def main() -> None:
             f"case {index}: taper threshold {case['threshold']:.3f}; "
             + "; ".join(f"{k} {' / '.join(f'{d:.3f}' for d in v[-1])}" for k, v in scores.items() if k != "local")
         )
+        if args.pred is not None:
+            pred = np.asanyarray(nib.load(args.pred / f"{CASE_ID.format(index=index)}.nii.gz").dataobj)
+            print(f"  prediction: {where_it_stops(case, truth, pred)}")
     best = int(np.argmax(np.mean(local, axis=0)))
     for row, per_level in zip(scores["local"], local):
         row[1] = per_level[best]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from medseg.data.demo import generate_case
@@ -20,10 +21,7 @@ def _script():
 
 
 def test_draw_sees_the_hidden_label_and_taper():
-    ceiling = _script()
-    case = ceiling.draw(3, seed=5)
-    written = generate_case("BraTS2021_00003", seed=(5, 3), difficulty="hard")
-    assert np.array_equal(case["label"], written.label)  # the hooks change nothing
+    case = _script().draw(3, seed=5)
     clean_wt = case["clean"] > 0
     # the label ends where the edema's weight falls below the case's threshold (demo_hard_render.edema_taper)
     assert np.array_equal((case["taper"] >= case["threshold"]) & case["brain"] | case["core"], clean_wt)
@@ -31,11 +29,14 @@ def test_draw_sees_the_hidden_label_and_taper():
     assert case["edema_flair"][0] == 0 and (case["edema_flair"][1:] > 0).all()
 
 
-def test_main_prints_each_oracle(monkeypatch, capsys):
-    ceiling = _script()
-    monkeypatch.setattr("sys.argv", ["hard_ceiling.py", "--cases", "1", "--start-index", "3", "--seed", "5"])
-    ceiling.main()
+def test_main_prints_each_oracle_and_a_prediction(tmp_path, monkeypatch, capsys):
+    written = generate_case("BraTS2021_00003", seed=(5, 3), difficulty="hard")
+    nib.save(nib.Nifti1Image(written.label, written.affine), tmp_path / "BraTS2021_00003.nii.gz")
+    argv = ["hard_ceiling.py", "--cases", "1", "--start-index", "3", "--seed", "5", "--pred", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    _script().main()
     out = capsys.readouterr().out
+    assert "WT precision 1.00, recall 1.00" in out  # the hooks change nothing: the written label is the truth
     for name in ("clean:", "fixed:", "local:"):
         assert name in out
     clean = float(out.split("clean: ")[1].split("mean ")[1].split()[0])
