@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -35,6 +36,15 @@ def _lps_affine(degrees: float = 3.0, spacing=(0.9, 1.2, 2.5), origin=(90.0, 120
 
 
 LPS_AFFINE = _lps_affine()
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (scripts are not a package), to test a benchmark's parts."""
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(name, root / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def save(path: Path, array: np.ndarray, affine: np.ndarray = LPS_AFFINE) -> Path:

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-from conftest import blob_label, write_case
+from conftest import blob_label, load_script, write_case
 from torch import nn
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("bench_window", ROOT / "scripts" / "bench_window.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Oracle(nn.Module):
@@ -42,7 +31,7 @@ def test_variants_agree_and_report(tmp_path, monkeypatch, capsys):
         return [SegmentationModule(net=Oracle(), roi_size=(16, 16, 16))], {"label_convention": "brats2021"}
 
     monkeypatch.setattr(segment, "load_ensemble", loaded)
-    bench = _script()
+    bench = load_script("bench_window")
     out = tmp_path / "window.json"
     argv = [str(tmp_path / "cases"), "--ckpt", "x.ckpt", "--variants", "roi", "plan", "auto:bf16", "24x24x16"]
     assert bench.main([*argv, "--json", str(out)]) == 0

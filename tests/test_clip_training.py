@@ -3,27 +3,17 @@ scores well above chance and retrieval above it (a regression in the model, loss
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("train_clip_demo", ROOT / "scripts" / "train_clip_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 @pytest.mark.slow
 def test_clip_demo_recipe_learns_above_chance(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train_clip_demo.py"])
-    script = _script()
+    script = load_script("train_clip_demo")
     out = tmp_path / "clip"
     args = [
         "--steps",

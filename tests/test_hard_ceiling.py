@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
+from conftest import load_script
 
 from medseg.data.demo import generate_case
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("hard_ceiling", ROOT / "scripts" / "hard_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_draw_sees_the_hidden_label_and_taper():
-    case = _script().draw(3, seed=5)
+    case = load_script("hard_ceiling").draw(3, seed=5)
     clean_wt = case["clean"] > 0
     # the label ends where the edema's weight falls below the case's threshold (demo_hard_render.edema_taper)
     assert np.array_equal((case["taper"] >= case["threshold"]) & case["brain"] | case["core"], clean_wt)
@@ -34,7 +23,7 @@ def test_main_prints_each_oracle_and_a_prediction(tmp_path, monkeypatch, capsys)
     nib.save(nib.Nifti1Image(written.label, written.affine), tmp_path / "BraTS2021_00003.nii.gz")
     argv = ["hard_ceiling.py", "--cases", "1", "--start-index", "3", "--seed", "5", "--pred", str(tmp_path)]
     monkeypatch.setattr("sys.argv", argv)
-    _script().main()
+    load_script("hard_ceiling").main()
     out = capsys.readouterr().out
     assert "WT precision 1.00, recall 1.00" in out  # the hooks change nothing: the written label is the truth
     for name in ("clean:", "fixed:", "local:"):
