@@ -38,7 +38,8 @@ CASE_ID = "BraTS2021_{index:05d}"  # what `medseg demo-data` names case ``index`
 
 
 def draw(index: int, seed: int) -> dict:
-    """One hard case as ``medseg demo-data --difficulty hard`` draws it, with what the generator hides."""
+    """One hard case as ``medseg demo-data --difficulty hard`` draws it at its default shape and spacing (what
+    ``scripts/bench_hard.sh`` uses), with what the generator hides."""
     seen = {}
     jitter, taper, render = demo_hard.jitter_label, demo_hard_render.edema_taper, demo_hard.render_hard
 
