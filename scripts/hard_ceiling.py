@@ -1,4 +1,4 @@
-"""How high can any model score on the hard demo's held-out cases? Two oracles, both scored against the
+"""How high can any model score on the hard demo's held-out cases? Three oracles, each scored against the
 labels `medseg demo-data --difficulty hard` writes (which carry about a voxel of annotation noise):
 
 - ``clean``: the label before the annotation noise (knows every lesion and the case's taper threshold);
@@ -72,10 +72,9 @@ def regions(label: np.ndarray) -> torch.Tensor:
     return BRATS2021.to_masks(torch.from_numpy(label.astype(np.int64)))
 
 
-def wt_dice(case: dict, truth: torch.Tensor, region: np.ndarray) -> float:
-    """Dice of a WT drawn as ``region | core`` (inside the brain) against the written WT."""
-    wt = torch.from_numpy(region & case["brain"] | case["core"])
-    return float(dice(wt[None, None], truth[1][None, None]))
+def cut_wt(case: dict, region: np.ndarray) -> torch.Tensor:
+    """A WT drawn as ``region`` inside the brain, plus the core: [1, 1, X, Y, Z] bool, as ``dice`` takes it."""
+    return torch.from_numpy(region & case["brain"] | case["core"])[None, None]
 
 
 def where_it_stops(case: dict, truth: torch.Tensor, pred: np.ndarray) -> str:
@@ -83,10 +82,7 @@ def where_it_stops(case: dict, truth: torch.Tensor, pred: np.ndarray) -> str:
     wt, true_wt = torch.from_numpy(pred > 0), truth[1]
     hit = int((wt & true_wt).sum())
     levels = np.arange(0.05, 1.0, 0.05)
-    matched = [
-        float(dice(wt[None, None], torch.from_numpy((case["taper"] >= t) & case["brain"] | case["core"])[None, None]))
-        for t in levels
-    ]
+    matched = [float(dice(wt[None, None], cut_wt(case, case["taper"] >= t))) for t in levels]
     best = int(np.argmax(matched))
     return (
         f"WT precision {hit / max(int(wt.sum()), 1):.2f}, recall {hit / max(int(true_wt.sum()), 1):.2f}, "
@@ -102,29 +98,35 @@ def main() -> None:
     parser.add_argument("--level", type=float, default=None, help="WT taper level (default: the range's middle)")
     parser.add_argument("--pred", type=Path, default=None, help="a folder of predicted label maps to diagnose")
     args = parser.parse_args()
-    level = args.level or float(np.mean(demo_hard_render.TAPER_THRESHOLD))
+    indices = range(args.start_index, args.start_index + args.cases)
+    if args.pred is not None:
+        missing = [i for i in indices if not (args.pred / f"{CASE_ID.format(index=i)}.nii.gz").is_file()]
+        if missing:
+            first = CASE_ID.format(index=missing[0])
+            parser.error(f"--pred {args.pred}: no {first}.nii.gz ({len(missing)} of {len(indices)} cases missing)")
+    level = float(np.mean(demo_hard_render.TAPER_THRESHOLD)) if args.level is None else args.level
     signal_levels = np.geomspace(0.01, 1.0, 61)  # FLAIR edema signal / WM, tried for ``local``
-    scores, local = {"clean": [], "fixed": [], "local": []}, []
-    for index in range(args.start_index, args.start_index + args.cases):
+    clean_rows, fixed_rows, local_wt = [], [], []  # local_wt: per case, WT Dice at each signal level
+    for index in indices:
         case = draw(index, args.seed)
         truth, clean = regions(case["label"]), regions(case["clean"])
-        tc_wt_et = dice(clean[None], truth[None])[0].tolist()
-        scores["clean"].append(list(tc_wt_et))
-        scores["fixed"].append([tc_wt_et[0], wt_dice(case, truth, case["taper"] >= level), tc_wt_et[2]])
+        tc, wt, et = dice(clean[None], truth[None])[0].tolist()
+        true_wt = truth[1][None, None]
+        clean_rows.append([tc, wt, et])
+        fixed_rows.append([tc, float(dice(cut_wt(case, case["taper"] >= level), true_wt)), et])
         signal = case["taper"] * case["edema_flair"][case["nearest"]]  # [X, Y, Z]
-        local.append([wt_dice(case, truth, signal >= c) for c in signal_levels])
-        scores["local"].append(list(tc_wt_et))  # its WT is filled in below, at the level best for all cases
+        local_wt.append([float(dice(cut_wt(case, signal >= c), true_wt)) for c in signal_levels])
+        show = " / ".join
         print(
             f"case {index}: taper threshold {case['threshold']:.3f}; "
-            + "; ".join(f"{k} {' / '.join(f'{d:.3f}' for d in v[-1])}" for k, v in scores.items() if k != "local")
+            f"clean {show(f'{d:.3f}' for d in clean_rows[-1])}; fixed {show(f'{d:.3f}' for d in fixed_rows[-1])}"
         )
         if args.pred is not None:
             pred = np.asanyarray(nib.load(args.pred / f"{CASE_ID.format(index=index)}.nii.gz").dataobj)
             print(f"  prediction: {where_it_stops(case, truth, pred)}")
-    best = int(np.argmax(np.mean(local, axis=0)))
-    for row, per_level in zip(scores["local"], local):
-        row[1] = per_level[best]
-    for name, rows in scores.items():
+    best = int(np.argmax(np.mean(local_wt, axis=0)))  # one signal level for every case
+    local_rows = [[tc, per_level[best], et] for (tc, _, et), per_level in zip(clean_rows, local_wt)]
+    for name, rows in (("clean", clean_rows), ("fixed", fixed_rows), ("local", local_rows)):
         mean = np.mean(rows, axis=0)
         print(f"{name}: TC / WT / ET {' / '.join(f'{d:.3f}' for d in mean)}, mean {mean.mean():.3f}")
     print(f"(fixed cuts WT at taper level {level:.3f}; local at FLAIR edema signal {signal_levels[best]:.3f} x WM)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 from conftest import load_script
 
 from medseg.data.demo import generate_case
@@ -30,3 +31,11 @@ def test_main_prints_each_oracle_and_a_prediction(tmp_path, monkeypatch, capsys)
         assert name in out
     clean = float(out.split("clean: ")[1].split("mean ")[1].split()[0])
     assert 0.5 < clean < 1.0
+
+
+def test_a_missing_prediction_is_named_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["hard_ceiling.py", "--cases", "2", "--pred", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("hard_ceiling").main()
+    assert exit_info.value.code == 2
+    assert "no BraTS2021_10000.nii.gz (2 of 2 cases missing)" in capsys.readouterr().err
