@@ -6,33 +6,40 @@
 #   AUGMENT_dice (nnunet_dice, light_dice): that augmentation with the soft Dice loss alone (bce_weight 0)
 # Environment (each printed with the run): MEDSEG_STEPS (380), MONAI_STEPS (282): the step budgets, e.g.
 # MEDSEG_STEPS = MONAI_STEPS x (MONAI s/step / medseg s/step) for the same wall time on the host at hand;
-# FIT_ARGS: extra `medseg fit` arguments (a lever), TAG: a suffix for the run folder (OUT/RECIPE-TAG).
+# FIT_ARGS: extra `medseg fit` arguments (a lever), TAG: a suffix for the run folder (OUT/RECIPE-TAG);
+# SEEDS ("0"): one fit per seed and recipe (seed N > 0 in OUT/RECIPE[-TAG]-seedN), then
+# scripts/bench_seeds.py's mean and spread over the seeds: one 4-case fit cannot tell +0.05 from seed noise.
 set -euo pipefail
 OUT=${1:-runs/bench_hard}; shift || true
 RECIPES=${*:-monai nnunet light}
-MEDSEG_STEPS=${MEDSEG_STEPS:-380}; MONAI_STEPS=${MONAI_STEPS:-282}
+MEDSEG_STEPS=${MEDSEG_STEPS:-380}; MONAI_STEPS=${MONAI_STEPS:-282}; SEEDS=${SEEDS:-0}
 read -r -a fit_args <<< "${FIT_ARGS:-}"
 M=.venv/bin/medseg
 mkdir -p "$OUT"
 [ -d "$OUT/data/train" ] || $M demo-data --difficulty hard --out "$OUT/data/train" --cases 12 --seed 0
 [ -d "$OUT/data/test" ] || $M demo-data --difficulty hard --out "$OUT/data/test" --cases 4 --start-index 10000 --seed 0
+runs=()
+for seed in $SEEDS; do
 for recipe in $RECIPES; do
-  run="$OUT/$recipe${TAG:+-$TAG}"
+  run="$OUT/$recipe${TAG:+-$TAG}"; [ "$seed" = 0 ] || run="$run-seed$seed"
+  runs+=("$run")
   start=$(date +%s)
   if [ "$recipe" = monai ]; then
-    echo "$recipe: $MONAI_STEPS steps"
+    echo "$recipe: $MONAI_STEPS steps, seed $seed"
     .venv/bin/python scripts/monai_baseline.py --train "$OUT/data/train" --test "$OUT/data/test" --out "$run" \
-      --steps "$MONAI_STEPS" --lr 3e-3 --seed 0
+      --steps "$MONAI_STEPS" --lr 3e-3 --seed "$seed"
   else
     loss=(); [[ "$recipe" == *_dice ]] && loss=(--model.init_args.bce_weight 0)
-    echo "$recipe: $MEDSEG_STEPS steps, extra fit arguments: ${fit_args[*]:-none}"
+    echo "$recipe: $MEDSEG_STEPS steps, seed $seed, extra fit arguments: ${fit_args[*]:-none}"
     $M fit --config configs/swin_unetr_demo.yaml --data.init_args.data_dir "$OUT/data/train" \
       --data.init_args.augment "${recipe%_dice}" --trainer.max_steps "$MEDSEG_STEPS" --trainer.default_root_dir "$run" \
       --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
-      --trainer.enable_progress_bar false "${loss[@]}" "${fit_args[@]}"
+      --trainer.enable_progress_bar false --seed_everything "$seed" "${loss[@]}" "${fit_args[@]}"
     echo "$recipe: trained in $(( $(date +%s) - start )) s"
     $M predict "$OUT/data/test" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
   fi
   echo "$recipe: train + predict $(( $(date +%s) - start )) s"
   $M evaluate --pred "$run/pred" --label "$OUT/data/test" --lesion-wise
 done
+done
+.venv/bin/python scripts/bench_seeds.py "${runs[@]}"
