@@ -7,17 +7,19 @@
 # Environment (each printed with the run): MEDSEG_STEPS (380), MONAI_STEPS (282): the step budgets, e.g.
 # MEDSEG_STEPS = MONAI_STEPS x (MONAI s/step / medseg s/step) for the same wall time on the host at hand;
 # FIT_ARGS: extra `medseg fit` arguments (a lever), TAG: a suffix for the run folder (OUT/RECIPE-TAG);
+# HELD_OUT (16): held-out cases, BraTS2021_10000 on, in OUT/data/test-HELD_OUT (4 was the issue's own set);
 # SEEDS ("0"): one fit per seed and recipe (seed N > 0 in OUT/RECIPE[-TAG]-seedN), then
 # scripts/bench_seeds.py's mean and spread over the seeds: one 4-case fit cannot tell +0.05 from seed noise.
 set -euo pipefail
 OUT=${1:-runs/bench_hard}; shift || true
 RECIPES=${*:-monai nnunet light}
 MEDSEG_STEPS=${MEDSEG_STEPS:-380}; MONAI_STEPS=${MONAI_STEPS:-282}; SEEDS=${SEEDS:-0}
+HELD_OUT=${HELD_OUT:-16}; TEST="$OUT/data/test-$HELD_OUT"
 read -r -a fit_args <<< "${FIT_ARGS:-}"
 M=.venv/bin/medseg
 mkdir -p "$OUT"
 [ -d "$OUT/data/train" ] || $M demo-data --difficulty hard --out "$OUT/data/train" --cases 12 --seed 0
-[ -d "$OUT/data/test" ] || $M demo-data --difficulty hard --out "$OUT/data/test" --cases 4 --start-index 10000 --seed 0
+[ -d "$TEST" ] || $M demo-data --difficulty hard --out "$TEST" --cases "$HELD_OUT" --start-index 10000 --seed 0
 runs=()
 for seed in $SEEDS; do
 for recipe in $RECIPES; do
@@ -26,7 +28,7 @@ for recipe in $RECIPES; do
   start=$(date +%s)
   if [ "$recipe" = monai ]; then
     echo "$recipe: $MONAI_STEPS steps, seed $seed"
-    .venv/bin/python scripts/monai_baseline.py --train "$OUT/data/train" --test "$OUT/data/test" --out "$run" \
+    .venv/bin/python scripts/monai_baseline.py --train "$OUT/data/train" --test "$TEST" --out "$run" \
       --steps "$MONAI_STEPS" --lr 3e-3 --seed "$seed"
   else
     loss=(); [[ "$recipe" == *_dice ]] && loss=(--model.init_args.bce_weight 0)
@@ -36,10 +38,10 @@ for recipe in $RECIPES; do
       --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
       --trainer.enable_progress_bar false --seed_everything "$seed" "${loss[@]}" "${fit_args[@]}"
     echo "$recipe: trained in $(( $(date +%s) - start )) s"
-    $M predict "$OUT/data/test" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
+    $M predict "$TEST" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
   fi
   echo "$recipe: train + predict $(( $(date +%s) - start )) s"
-  $M evaluate --pred "$run/pred" --label "$OUT/data/test" --lesion-wise
+  $M evaluate --pred "$run/pred" --label "$TEST" --lesion-wise
 done
 done
 .venv/bin/python scripts/bench_seeds.py "${runs[@]}"

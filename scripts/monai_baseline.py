@@ -13,7 +13,8 @@ of ``--roi`` (``RandSpatialCropd``), flips on each axis and intensity jitter; st
 case, sigmoid > 0.5, painted back to BraTS 2021 labels (WT 2, TC 1, ET 4) and inverted to the input grid
 with ``Invertd``, written as ``<case>.nii.gz`` so that ``medseg evaluate`` scores both paths the same way.
 Steps are fixed (and printed with the time they took), so a run is reproducible; time per step says
-what fits a wall-time budget on the machine at hand.
+what fits a wall-time budget on the machine at hand. The trained weights go to ``OUT/model.pt``;
+``--weights OUT/model.pt`` predicts another held-out folder with them instead of training.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--feature-size", type=int, default=12)
     parser.add_argument("--et-label", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", type=Path, help="model.pt of an earlier run: predict --test only, no training")
     args = parser.parse_args()
     set_determinism(args.seed)
     torch.manual_seed(args.seed)
@@ -98,6 +100,11 @@ def main() -> None:
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-5)
 
     step, start = 0, time.perf_counter()
+    if args.weights is not None:
+        if not args.weights.is_file():
+            parser.error(f"--weights {args.weights}: no such file")
+        net.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+        step = args.steps = 0
     net.train()
     while step < args.steps:
         for batch in loader:
@@ -111,8 +118,11 @@ def main() -> None:
                 print(f"step {step}: loss {loss.item():.4f}", flush=True)
             if step >= args.steps:
                 break
-    train_time = time.perf_counter() - start
-    print(f"trained {step} steps in {train_time:.0f} s ({train_time / step:.2f} s/step)")
+    if step:
+        train_time = time.perf_counter() - start
+        print(f"trained {step} steps in {train_time:.0f} s ({train_time / step:.2f} s/step)")
+        args.out.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), args.out / "model.pt")
 
     test = Compose([
         LoadImaged(keys="image", image_only=False),
