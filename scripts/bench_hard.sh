@@ -8,7 +8,7 @@
 # MEDSEG_STEPS = MONAI_STEPS x (MONAI s/step / medseg s/step) for the same wall time on the host at hand;
 # FIT_ARGS: extra `medseg fit` arguments (a lever), TAG: a suffix for the run folder (OUT/RECIPE-TAG);
 # HELD_OUT (16): held-out cases, BraTS2021_10000 on, in OUT/data/test-HELD_OUT (4 was the issue's own set);
-# SEEDS ("0"): one fit per seed and recipe (seed N > 0 in OUT/RECIPE[-TAG]-seedN), then
+# SEEDS ("0"): one fit per seed (network initialisation and data seed) and recipe (seed N > 0 in OUT/RECIPE[-TAG]-seedN), then
 # scripts/bench_seeds.py's mean and spread over the seeds: one 4-case fit cannot tell +0.05 from seed noise.
 set -euo pipefail
 OUT=${1:-runs/bench_hard}; shift || true
@@ -36,7 +36,7 @@ for recipe in $RECIPES; do
     $M fit --config configs/swin_unetr_demo.yaml --data.init_args.data_dir "$OUT/data/train" \
       --data.init_args.augment "${recipe%_dice}" --trainer.max_steps "$MEDSEG_STEPS" --trainer.default_root_dir "$run" \
       --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
-      --trainer.enable_progress_bar false --seed_everything "$seed" "${loss[@]}" "${fit_args[@]}"
+      --trainer.enable_progress_bar false --seed_everything "$seed" --data.init_args.seed "$seed" "${loss[@]}" "${fit_args[@]}"
     echo "$recipe: trained in $(( $(date +%s) - start )) s"
     $M predict "$TEST" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
   fi

@@ -63,14 +63,15 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     rows = {recipe: recipe_row(seeds) for recipe, seeds in groups.items()}
-    print("recipe      seeds    mean Dice ± std (min-max)    TC / WT / ET           lesion-wise  vs monai")
+    width = max(11, *map(len, rows))
+    print(f"{'recipe':<{width}} seeds    mean Dice ± std (min-max)    TC / WT / ET           lesion-wise  vs monai")
     for recipe, r in rows.items():
         spread = f"{r['mean']:.3f} ± {r['std']:.3f} ({r['min']:.3f}-{r['max']:.3f})"
         regions = " / ".join(f"{r[region]:.3f}" for region in REGIONS)
         lesion = f"{r['lesion']:.3f}" if r["lesion"] is not None else "-"
         delta = f"{r['mean'] - rows['monai']['mean']:+.3f}" if "monai" in rows and recipe != "monai" else ""
         seeds = ",".join(map(str, r["seeds"]))
-        print(f"{recipe:<11} {seeds:<8} {spread:<28} {regions:<22} {lesion:<12} {delta}")
+        print(f"{recipe:<{width}} {seeds:<8} {spread:<28} {regions:<22} {lesion:<12} {delta}")
 
 
 if __name__ == "__main__":

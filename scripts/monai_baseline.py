@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=Path, help="model.pt of an earlier run: predict --test only, no training")
     args = parser.parse_args()
+    if args.weights is not None and not args.weights.is_file():
+        parser.error(f"--weights {args.weights}: no such file")
     set_determinism(args.seed)
     torch.manual_seed(args.seed)
 
@@ -101,8 +103,6 @@ def main() -> None:
 
     step, start = 0, time.perf_counter()
     if args.weights is not None:
-        if not args.weights.is_file():
-            parser.error(f"--weights {args.weights}: no such file")
         net.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
         step = args.steps = 0
     net.train()
