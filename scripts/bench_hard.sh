@@ -8,8 +8,9 @@
 # MEDSEG_STEPS = MONAI_STEPS x (MONAI s/step / medseg s/step) for the same wall time on the host at hand;
 # FIT_ARGS: extra `medseg fit` arguments (a lever), TAG: a suffix for the run folder (OUT/RECIPE-TAG);
 # HELD_OUT (16): held-out cases, BraTS2021_10000 on, in OUT/data/test-HELD_OUT (4 was the issue's own set);
-# SEEDS ("0"): one fit per seed (network initialisation and data seed) and recipe (seed N > 0 in OUT/RECIPE[-TAG]-seedN), then
-# scripts/bench_seeds.py's mean and spread over the seeds: one 4-case fit cannot tell +0.05 from seed noise.
+# SEEDS ("0"): one fit per seed (network initialisation and data seed) and recipe, seed N > 0 in
+# OUT/RECIPE[-TAG]-seedN, then scripts/bench_seeds.py's mean and spread over the seeds: one fit scored on 4
+# cases cannot tell +0.05 from seed noise.
 set -euo pipefail
 OUT=${1:-runs/bench_hard}; shift || true
 RECIPES=${*:-monai nnunet light}

@@ -61,6 +61,28 @@ def cases(folder: Path, with_label: bool) -> list[dict]:
     return out
 
 
+def train_loop(net: torch.nn.Module, loader: DataLoader, steps: int, lr: float) -> None:
+    """``steps`` AdamW steps (constant ``lr``) of ``DiceLoss(sigmoid=True)`` over ``loader``, batch by batch."""
+    loss_fn = DiceLoss(sigmoid=True, smooth_nr=0.0, smooth_dr=1e-5, squared_pred=True)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
+    step, start = 0, time.perf_counter()
+    net.train()
+    while step < steps:
+        for batch in loader:
+            label = batch["label"].float()
+            loss = loss_fn(net(batch["image"]), label)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % 20 == 0:
+                print(f"step {step}: loss {loss.item():.4f}", flush=True)
+            if step >= steps:
+                break
+    train_time = time.perf_counter() - start
+    print(f"trained {step} steps in {train_time:.0f} s ({train_time / max(step, 1):.2f} s/step)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, required=True)
@@ -98,29 +120,11 @@ def main() -> None:
     ])  # fmt: skip
     loader = DataLoader(Dataset(cases(args.train, True), train), batch_size=1, shuffle=True, num_workers=0)
     net = SwinUNETR(in_channels=4, out_channels=3, feature_size=args.feature_size)
-    loss_fn = DiceLoss(sigmoid=True, smooth_nr=0.0, smooth_dr=1e-5, squared_pred=True)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-5)
 
-    step, start = 0, time.perf_counter()
     if args.weights is not None:
         net.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-        step = args.steps = 0
-    net.train()
-    while step < args.steps:
-        for batch in loader:
-            label = batch["label"].float()
-            loss = loss_fn(net(batch["image"]), label)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % 20 == 0:
-                print(f"step {step}: loss {loss.item():.4f}", flush=True)
-            if step >= args.steps:
-                break
-    if step:
-        train_time = time.perf_counter() - start
-        print(f"trained {step} steps in {train_time:.0f} s ({train_time / step:.2f} s/step)")
+    else:
+        train_loop(net, loader, args.steps, args.lr)
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save(net.state_dict(), args.out / "model.pt")
 
