@@ -37,7 +37,8 @@ for recipe in $RECIPES; do
     $M fit --config configs/swin_unetr_demo.yaml --data.init_args.data_dir "$OUT/data/train" \
       --data.init_args.augment "${recipe%_dice}" --trainer.max_steps "$MEDSEG_STEPS" --trainer.default_root_dir "$run" \
       --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
-      --trainer.enable_progress_bar false --seed_everything "$seed" --data.init_args.seed "$seed" "${loss[@]}" "${fit_args[@]}"
+      --trainer.enable_progress_bar false --seed_everything "$seed" --data.init_args.seed "$seed" \
+      "${loss[@]}" "${fit_args[@]}"
     echo "$recipe: trained in $(( $(date +%s) - start )) s"
     $M predict "$TEST" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
   fi
