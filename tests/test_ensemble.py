@@ -14,6 +14,7 @@ import torch
 from conftest import blob_label, write_case
 from torch import nn
 
+from medseg.data.bias_field import n4_correct
 from medseg.errors import MedsegError
 from medseg.inference import Predictor
 from medseg.modules.segmentation import SegmentationModule
@@ -35,7 +36,9 @@ def tiny_net(seed: int, symmetric: bool = False, out_channels: int = 3) -> nn.Co
     return net
 
 
-def write_ckpt(path: Path, net: nn.Conv3d, task="brats2021", pixdim=None, threshold: float = 0.5) -> Path:
+def write_ckpt(
+    path: Path, net: nn.Conv3d, task="brats2021", pixdim=None, threshold: float = 0.5, bias_field: str | None = None
+) -> Path:
     """A checkpoint as `medseg fit` writes it (hyperparameters with the net's config, the task), without fitting."""
     args = {"in_channels": 4, "out_channels": net.out_channels, "kernel_size": 3, "padding": "same"}
     torch.save(
@@ -46,7 +49,11 @@ def write_ckpt(path: Path, net: nn.Conv3d, task="brats2021", pixdim=None, thresh
                 "roi_size": list(ROI),
                 "threshold": threshold,
             },  # fmt: skip
-            "datamodule_hyper_parameters": {"task": get_task(task).to_dict(), "pixdim": pixdim},
+            "datamodule_hyper_parameters": {
+                "task": get_task(task).to_dict(),
+                "pixdim": pixdim,
+                "bias_field": bias_field,
+            },
         },
         path,
     )
@@ -158,6 +165,24 @@ def test_an_exported_model_joins_an_ensemble(tmp_path, ckpts, case):
     np.testing.assert_allclose(mixed.probabilities, native.probabilities, atol=1e-5)
 
 
+def test_a_checkpoint_trained_on_corrected_images_corrects_what_it_predicts(tmp_path, ckpts, case):
+    """bias_field n4 in the checkpoint's data settings: predicting a case equals predicting, without
+    correction, the case whose channels were N4-corrected beforehand."""
+    corrected_case = dict(case, image=[])
+    for path in map(Path, case["image"]):
+        img = nib.load(path)
+        fixed = n4_correct(np.asarray(img.dataobj, dtype=np.float32), img.header.get_zooms()[:3])
+        corrected_case["image"].append(str(tmp_path / path.name))
+        nib.save(nib.Nifti1Image(fixed, img.affine), corrected_case["image"][-1])
+    n4 = write_ckpt(tmp_path / "n4.ckpt", tiny_net(0), bias_field="n4")
+    got = Predictor.from_checkpoint(n4, device="cpu").predict_case(case, probabilities=True)
+    expected = Predictor.from_checkpoint(ckpts[0], device="cpu").predict_case(corrected_case, probabilities=True)
+    plain = Predictor.from_checkpoint(ckpts[0], device="cpu").predict_case(case, probabilities=True)
+    assert np.abs(plain.probabilities - expected.probabilities).max() > 1e-3  # the correction changes something
+    # the predictor corrects after reorienting the LPS case to RAS: the B-spline grid sits mirrored, a 2e-4 change
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-3)
+
+
 def test_incompatible_checkpoints_one_clear_error(tmp_path, ckpts):
     organs = {"name": "organs", "channels": ["a", "b", "c", "d"], "labels": {"left": 1, "right": 2}}
     other = write_ckpt(tmp_path / "organs.ckpt", tiny_net(0, out_channels=3), task=organs)
@@ -166,6 +191,9 @@ def test_incompatible_checkpoints_one_clear_error(tmp_path, ckpts):
     resampled = write_ckpt(tmp_path / "iso.ckpt", tiny_net(0), pixdim=[1.0, 1.0, 1.0])
     with pytest.raises(MedsegError, match=r"cannot ensemble a\.ckpt and iso\.ckpt: .*resampling \(pixdim None"):
         Predictor.from_checkpoints([ckpts[0], resampled], device="cpu")
+    corrected = write_ckpt(tmp_path / "n4.ckpt", tiny_net(0), bias_field="n4")
+    with pytest.raises(MedsegError, match=r"n4\.ckpt: they were trained on differently corrected .*None and n4"):
+        Predictor.from_checkpoints([ckpts[0], corrected], device="cpu")
     strict = write_ckpt(tmp_path / "strict.ckpt", tiny_net(0), threshold=0.7)
     with pytest.raises(MedsegError, match=r"strict\.ckpt: their thresholds differ \(0\.5 and 0\.7\)"):
         Predictor.from_checkpoints([ckpts[0], strict], device="cpu")

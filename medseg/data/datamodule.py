@@ -23,6 +23,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from medseg.data.augment import augment_spec
 from medseg.data.base import CaseDataModule, StepSeededDataset, StepSeededSampler
+from medseg.data.bias_field import check_bias_field
 from medseg.data.random_roi import RandomRoiDataset, roi_sides
 from medseg.data.transforms import crop_and_augment, eval_transforms, preprocessing, train_transforms
 
@@ -47,6 +48,7 @@ class SegmentationDataModule(CaseDataModule):
         roi_size: tuple[int, int, int] = (96, 96, 96),
         random_roi: tuple[int, int] | None = None,
         pixdim: tuple[float, float, float] | None = None,
+        bias_field: str | None = None,
         pos_fraction: float = 0.5,
         augment: str | dict[str, Any] = "nnunet",
         batch_size: int = 1,
@@ -79,6 +81,9 @@ class SegmentationDataModule(CaseDataModule):
                 --window auto`` / ``plan``, which then may use windows up to ``max``) in-distribution;
                 validation keeps ``roi_size`` windows. Off by default (:mod:`medseg.data.random_roi`).
             pixdim: resample to this voxel spacing in mm; None keeps the native grid.
+            bias_field: ``n4``: divide out each MR channel's bias field (N4, on the native grid, before
+                resampling; :mod:`medseg.data.bias_field`); stored with the model, so ``medseg predict`` does
+                the same. None (the default): no correction.
             pos_fraction: share of training crops centred on labelled voxels (classes: shared equally).
             augment: training augmentation (``medseg.data.augment``): ``nnunet`` (nnU-Net's rotation, scaling,
                 noise, blur, brightness, contrast, low resolution, gamma, mirroring), ``light`` (flips and
@@ -94,6 +99,7 @@ class SegmentationDataModule(CaseDataModule):
         """
         super().__init__()
         augment_spec(augment)  # a misspelt entry fails here, before any data is read
+        check_bias_field(bias_field)
         if random_roi is not None:
             roi_sides(random_roi)  # and a range without a valid side
 
@@ -101,15 +107,16 @@ class SegmentationDataModule(CaseDataModule):
         """Training: preprocessing + random ``roi_size`` crops and augmentation; else preprocessing only."""
         h = self.hparams
         if train:
-            return train_transforms(self.task, h.roi_size, h.pixdim, h.pos_fraction, h.augment)
-        return eval_transforms(self.task, h.pixdim)
+            return train_transforms(self.task, h.roi_size, h.pixdim, h.pos_fraction, h.augment, h.get("bias_field"))
+        return eval_transforms(self.task, h.pixdim, bias_field=h.get("bias_field"))
 
     def _train_dataset(self) -> TorchDataset:
         """With ``random_roi``: preprocessed cases (cached) cropped and augmented at each batch's drawn size."""
         h = self.hparams
         if h.get("random_roi") is None:
             return super()._train_dataset()
-        dataset = self._dataset(self.splits["train"], Compose(preprocessing(self.task, h.pixdim, with_label=True)))
+        prepare = preprocessing(self.task, h.pixdim, with_label=True, bias_field=h.get("bias_field"))
+        dataset = self._dataset(self.splits["train"], Compose(prepare))
         tail = partial(crop_and_augment, self.task, pos_fraction=h.pos_fraction, augment=h.augment)
         return RandomRoiDataset(dataset, tail, roi_sides(h.random_roi), h.seed, h.batch_size)
 

@@ -41,6 +41,7 @@ from monai.transforms import (
 )
 
 from medseg.data.augment import augment_spec, augmentations, crop_size
+from medseg.data.bias_field import BiasFieldCorrectiond, check_bias_field
 from medseg.data.labels import LabelToRegionsd
 from medseg.errors import CaseError
 from medseg.io import SimpleITKReader, check_case_files, is_nifti
@@ -183,14 +184,18 @@ def preprocessing(
     pixdim: Sequence[float] | None = None,
     with_label: bool = True,
     margin: int = 0,
+    bias_field: str | None = None,
 ) -> list:
-    """Deterministic part shared by training, validation and prediction (what caching stores)."""
+    """Deterministic part shared by training, validation and prediction (what caching stores); ``bias_field``
+    ``n4`` corrects the MR channels' bias field on the native grid (:mod:`medseg.data.bias_field`)."""
     task = get_task(task)
     keys = ["image", "label"] if with_label else ["image"]
     transforms = [
         LoadCased(task),
         Orientationd(keys=keys, axcodes="RAS", labels=None),
     ]
+    if check_bias_field(bias_field) == "n4":
+        transforms.append(BiasFieldCorrectiond(keys="image", mr=[c.kind == "MR" for c in task.channels]))
     if pixdim is not None:
         modes = ("bilinear", "nearest") if with_label else ("bilinear",)
         transforms.append(Spacingd(keys=keys, pixdim=pixdim, mode=modes))
@@ -216,11 +221,12 @@ def train_transforms(
     pixdim: Sequence[float] | None = None,
     pos_fraction: float = 0.5,
     augment: str | Mapping = "nnunet",
+    bias_field: str | None = None,
 ) -> Compose:
     """Preprocessing + a random ``roi_size`` crop + ``augment`` (:mod:`medseg.data.augment`; module docstring)."""
     task = get_task(task)
     crop = crop_and_augment(task, roi_size, pos_fraction, augment)
-    return Compose([*preprocessing(task, pixdim, with_label=True), *crop.transforms])
+    return Compose([*preprocessing(task, pixdim, with_label=True, bias_field=bias_field), *crop.transforms])
 
 
 def crop_and_augment(
@@ -269,6 +275,11 @@ def crop_and_augment(
     )
 
 
-def eval_transforms(task: str | dict | Task, pixdim: Sequence[float] | None = None, with_label: bool = True) -> Compose:
+def eval_transforms(
+    task: str | dict | Task,
+    pixdim: Sequence[float] | None = None,
+    with_label: bool = True,
+    bias_field: str | None = None,
+) -> Compose:
     """Preprocessing only: whole (foreground-cropped) volumes for sliding-window validation and prediction."""
-    return Compose(preprocessing(task, pixdim, with_label=with_label))
+    return Compose(preprocessing(task, pixdim, with_label=with_label, bias_field=bias_field))

@@ -3,7 +3,8 @@
 Members of an ensemble (the folds of a cross-validation, or different networks) see the same
 preprocessed volume and their probabilities are averaged voxel for voxel on that grid, so they must
 share the task (channels and their normalisation, labels, regions or classes), the resampling
-(``pixdim``) and, for regions, the threshold. Their networks, window sizes and blending may differ.
+(``pixdim``), the bias-field correction and, for regions, the threshold. Their networks, window sizes and
+blending may differ.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def check_compatible(checkpoints: Sequence[str | Path], modules: Sequence[Segmen
             raise MedsegError(
                 f"{first}: they were trained at different resampling (pixdim {_pixdim(datas[0])} and "
                 f"{_pixdim(data)}; None is the native grid), so their outputs are on different grids"
+            )
+        if datas[0].get("bias_field") != data.get("bias_field"):
+            raise MedsegError(
+                f"{first}: they were trained on differently corrected images (bias_field "
+                f"{datas[0].get('bias_field')} and {data.get('bias_field')})"
             )
         thresholds = (float(modules[0].hparams.threshold), float(module.hparams.threshold))
         if task.kind == "regions" and thresholds[0] != thresholds[1]:

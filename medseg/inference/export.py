@@ -62,6 +62,7 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int
         "label_convention": data.get("label_convention"),
         "task": task.to_dict(),
         "pixdim": data.get("pixdim"),
+        "bias_field": data.get("bias_field"),
         "max_abs_difference": difference,
     }
     write_atomic(metadata_path(out), json.dumps(metadata, indent=1))
@@ -105,5 +106,5 @@ def load_exported(path: str | Path):
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     roi = tuple(meta["roi_size"])
     module = SegmentationModule(net=ExportedNet(path, roi), **{k: meta[k] for k in SETTINGS})
-    data = {"label_convention": meta.get("label_convention"), "task": meta.get("task"), "pixdim": meta["pixdim"]}
+    data = {k: meta.get(k) for k in ("label_convention", "task", "pixdim", "bias_field")}
     return module.eval(), data

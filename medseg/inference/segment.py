@@ -108,6 +108,7 @@ class Predictor:
         label_convention: a preset whose label values to write instead of the task's (same regions).
         task: the training dataset's task (default: the brats2021 preset).
         pixdim: the resampling used in training (None: native grid).
+        bias_field: the bias-field correction used in training (``n4``; None: none), as the checkpoint stores.
         device: where the windows run: ``cpu``, ``cuda``, ``auto``.
         overlap, mode, sw_batch_size, stitch_device: sliding-window overrides.
         window: window size for inference. ``"roi"`` (default): the training roi_size, as validation
@@ -162,6 +163,7 @@ class Predictor:
         tta_axes: Sequence[int] | None = None,
         postprocess: dict | str | Path | None = None,
         calibration: dict | str | Path | None = None,
+        bias_field: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.modules = [m.to(self.device).eval() for m in ([module] if isinstance(module, nn.Module) else module)]
@@ -186,7 +188,10 @@ class Predictor:
         for m in self.modules:
             m.set_task(self.task)
         self.convention = self.task
-        self.transform = eval_transforms(self.task, pixdim, with_label=False)
+        try:
+            self.transform = eval_transforms(self.task, pixdim, with_label=False, bias_field=bias_field)
+        except ValueError as err:
+            raise MedsegError(str(err)) from None
         self.invert = Invertd(keys="pred", transform=self.transform, orig_keys="image", nearest_interp=False)
         self.windows = [check_window(window, m.net) for m in self.modules]
         self.window = self.windows[0]
@@ -233,7 +238,7 @@ class Predictor:
         """An ensemble of ``medseg fit`` checkpoints and/or ``medseg export`` models; a MedsegError naming
         them when they do not share task, resampling and threshold (:mod:`medseg.inference.ensemble`)."""
         modules, data = load_ensemble(checkpoints)
-        kwargs = {"task": task_for_checkpoint(data), "pixdim": data.get("pixdim")}
+        kwargs = {"task": task_for_checkpoint(data), "pixdim": data.get("pixdim"), "bias_field": data.get("bias_field")}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(modules, device=device, **kwargs)
 

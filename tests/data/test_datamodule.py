@@ -45,3 +45,13 @@ def test_datalist_folds_choose_the_validation_cases(dataset, tmp_path):
 def test_disk_cache_needs_a_folder(dataset):
     with pytest.raises(ValueError, match="cache_dir"):
         BratsDataModule(str(dataset[0]), cache="disk")
+
+
+def test_bias_field_setting_checked_at_construction_and_stored(dataset):
+    with pytest.raises(ValueError, match="bias_field must be one of"):
+        BratsDataModule(str(dataset[0]), bias_field="N4")
+    dm = BratsDataModule(str(dataset[0]), bias_field="n4")
+    dm.setup("fit")
+    assert dm.hparams.bias_field == "n4"  # in the checkpoint's datamodule hyper-parameters, for medseg predict
+    names = [type(t).__name__ for t in dm.transform(train=False).transforms]
+    assert names[:3] == ["LoadCased", "Orientationd", "BiasFieldCorrectiond"]

@@ -1,0 +1,83 @@
+"""N4 bias-field correction of MR channels (SimpleITK's ``N4BiasFieldCorrectionImageFilter``, Tustison et al.
+2010), as a preprocessing step: ``data.init_args.bias_field: n4`` (off by default).
+
+MR scans carry a smooth multiplicative intensity field from the receive coils: white matter on one side of
+the head reads 20-30 % brighter than on the other, as much as a faint lesion differs from white matter. The
+z-score normalisation that follows cannot remove it; N4 estimates the field as a smooth B-spline over the
+non-zero voxels (the skull-stripped head) and divides it out. The fit runs on a grid of about ``GRID_MM``
+voxels (the image shrunk by a whole factor), three fitting levels of ``ITERATIONS`` iterations each, then
+the field is evaluated on the full grid: 2-3 s a channel for a 96 x 96 x 64 volume on one CPU core.
+
+CT channels (intensities in Hounsfield units) and channels without non-zero voxels pass unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+
+METHODS = ("n4",)
+GRID_MM = 4.0  # the fit's voxel size, about: the field varies over 60+ mm
+ITERATIONS = (20, 20, 20)  # per fitting level; a fourth level starts to fit tissue contrast, not the field
+MIN_VOXELS = 1000  # fewer non-zero voxels than this: nothing to fit, the channel passes unchanged
+
+
+def check_bias_field(method: str | None) -> str | None:
+    """``method`` if it names a correction (or is None: none); else a ValueError listing the choices."""
+    if method is not None and method not in METHODS:
+        raise ValueError(f"bias_field must be one of {list(METHODS)} or null, not {method!r}")
+    return method
+
+
+def n4_correct(volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """``volume`` [X, Y, Z] (>= 0, 0 outside the head) with its N4 bias field divided out, float32; voxels
+    that were 0 stay 0. ``spacing`` in mm along the array axes chooses the fit's shrink factor."""
+    mask = volume > 0
+    if mask.sum() < MIN_VOXELS:
+        return volume.astype(np.float32, copy=True)
+    image = sitk.GetImageFromArray(volume.astype(np.float32).transpose(2, 1, 0))  # SimpleITK is [Z, Y, X]
+    image.SetSpacing([float(s) for s in spacing])
+    weights = sitk.GetImageFromArray(mask.astype(np.uint8).transpose(2, 1, 0))
+    weights.CopyInformation(image)
+    shrink = [max(1, int(round(GRID_MM / float(s)))) for s in spacing]
+    n4 = sitk.N4BiasFieldCorrectionImageFilter()
+    n4.SetMaximumNumberOfIterations(list(ITERATIONS))
+    n4.Execute(sitk.Shrink(image, shrink), sitk.Shrink(weights, shrink))
+    log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0)  # [X, Y, Z]
+    return np.where(mask, volume / np.exp(log_field), 0).astype(np.float32)
+
+
+class BiasFieldCorrection(Transform):
+    """Image [C, X, Y, Z] with each MR channel N4-corrected (:func:`n4_correct`); ``mr`` says, per channel,
+    which to correct. The voxel size comes from the MetaTensor's affine (1 mm when it has none)."""
+
+    def __init__(self, mr: Sequence[bool]) -> None:
+        self.mr = tuple(bool(m) for m in mr)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        spacing = image.pixdim.tolist() if isinstance(image, MetaTensor) else [1.0, 1.0, 1.0]
+        out = image.clone()
+        for i, mr in enumerate(self.mr):
+            if mr:
+                corrected = n4_correct(image[i].detach().cpu().numpy(), spacing)  # [X, Y, Z]
+                out[i] = torch.as_tensor(corrected, dtype=out.dtype)
+        return out
+
+
+class BiasFieldCorrectiond(MapTransform):
+    """Dictionary twin of :class:`BiasFieldCorrection`."""
+
+    def __init__(self, keys, mr: Sequence[bool], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.correct = BiasFieldCorrection(mr)
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.correct(d[key])
+        return d
