@@ -24,6 +24,7 @@ spacing is along R, A, S (the datamodule reorients to RAS before it resamples).
   cases held out and validated every ``min(1000, max_steps // 10)`` steps.
 - Augmentation: nnU-Net's (``augment: nnunet``, :mod:`medseg.data.augment`): rotation, scaling, noise,
   blur, brightness, contrast, low resolution, gamma, and mirroring for a regions task.
+- MR channels: N4 bias-field correction (``bias_field: n4``, :mod:`medseg.data.bias_field`); none for CT.
 - Cache: cases after preprocessing held in memory when the estimate (the median-shaped cases, image and
   target float32) fits 8 GiB (CPU) / 32 GiB (GPU), else reloaded each time (``cache: none``).
 - CT channels without a window get nnU-Net's: the 0.5-99.5th percentile of the labelled foreground, its
@@ -201,6 +202,7 @@ def plan(
         "roi_size": roi,
         "pixdim": [_short(s) for s in spacing] if needs_resampling(spacings, spacing) else None,
         "augment": "nnunet",
+        "bias_field": "n4" if any(c.kind == "MR" for c in measured.channels) else None,
         "val_fraction": 0.2 if gpu else 0.0,
         "batch_size": 2 if gpu and memory >= BATCH_2_GIB else 1,
         "num_workers": 4 if gpu else 0,
@@ -229,6 +231,7 @@ def describe_plan(fingerprint: dict, config: dict) -> list[str]:
         + f" -> roi {' x '.join(str(s) for s in data['roi_size'])}",
         f"batch {data['batch_size']}, feature_size {model['net']['init_args']['feature_size']}, "
         f"{trainer['max_steps']} steps at lr {model['lr']:g}, precision {trainer['precision']}, cache {data['cache']}",
+        "MR channels N4 bias-field corrected" if data.get("bias_field") else "no bias-field correction (no MR channel)",
         "validation off (every case trains)"
         if trainer.get("limit_val_batches") == 0
         else f"validation on {data['val_fraction']:.0%} of the cases every {trainer['val_check_interval']} steps",

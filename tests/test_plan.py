@@ -193,6 +193,7 @@ def test_plan_for_ct_on_cpu(ct_fingerprint, ct_data):
     assert net == {"in_channels": 1, "out_channels": 3, "feature_size": 12, "use_checkpoint": False}
     assert model["roi_size"] == data["roi_size"] == [32, 32, 64]  # tiny cases: one side 64
     assert data["pixdim"] == pytest.approx([0.8, 0.8, 2.65]) and data["augment"] == "nnunet"
+    assert data["bias_field"] is None  # CT: intensities in HU, no bias field
     assert data["data_dir"] == str(ct_data) and data["task"]["classes"] == ["organ", "lesion"]
     [channel] = data["task"]["channels"]
     stats = fingerprint["channels"][0]
@@ -214,6 +215,7 @@ def test_plan_for_gpu_and_no_resampling_when_spacings_agree(tmp_path):
     net = model["net"]["init_args"]
     assert net == {"in_channels": 4, "out_channels": 3, "feature_size": 48, "use_checkpoint": True}
     assert data["pixdim"] is None and data["batch_size"] == 2 and len(cases) == 2
+    assert data["bias_field"] == "n4"  # MR channels
     assert data["task"]["regions"] == {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
     assert (trainer["precision"], trainer["val_check_interval"], trainer["max_steps"]) == ("bf16-mixed", 200, 2000)
     assert trainer["default_root_dir"] == "runs/my_run"

@@ -21,10 +21,13 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from medseg.errors import CaseError
+
 METHODS = ("n4",)
 GRID_MM = 4.0  # the fit's voxel size, about: the field varies over 60+ mm
 ITERATIONS = (20, 20, 20)  # per fitting level; a fourth level starts to fit tissue contrast, not the field
 MIN_VOXELS = 1000  # fewer non-zero voxels than this: nothing to fit, the channel passes unchanged
+MIN_SIDE = 8  # voxels along each axis of the shrunk grid, at least (where the volume has them)
 
 
 def check_bias_field(method: str | None) -> str | None:
@@ -40,15 +43,24 @@ def n4_correct(volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     mask = volume > 0
     if mask.sum() < MIN_VOXELS:
         return volume.astype(np.float32, copy=True)
+    size = "x".join(map(str, volume.shape))
+    if min(volume.shape) < 3:
+        raise ValueError(
+            f"N4 bias-field correction needs 3 voxels or more along each axis, found {size} (bias_field: null skips it)"
+        )
     image = sitk.GetImageFromArray(volume.astype(np.float32).transpose(2, 1, 0))  # SimpleITK is [Z, Y, X]
     image.SetSpacing([float(s) for s in spacing])
     weights = sitk.GetImageFromArray(mask.astype(np.uint8).transpose(2, 1, 0))
     weights.CopyInformation(image)
-    shrink = [max(1, int(round(GRID_MM / float(s)))) for s in spacing]
+    shrink = [max(1, min(int(round(GRID_MM / float(s))), n // MIN_SIDE)) for s, n in zip(spacing, volume.shape)]
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations(list(ITERATIONS))
-    n4.Execute(sitk.Shrink(image, shrink), sitk.Shrink(weights, shrink))
-    log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0)  # [X, Y, Z]
+    try:
+        n4.Execute(sitk.Shrink(image, shrink), sitk.Shrink(weights, shrink))
+        log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0)  # [X, Y, Z]
+    except RuntimeError as err:  # ITK's message is a page of C++; its last line says what went wrong
+        reason = str(err).strip().splitlines()[-1]
+        raise ValueError(f"N4 bias-field correction failed on a {size} volume: {reason}") from None
     return np.where(mask, volume / np.exp(log_field), 0).astype(np.float32)
 
 
@@ -79,5 +91,8 @@ class BiasFieldCorrectiond(MapTransform):
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.correct(d[key])
+            try:
+                d[key] = self.correct(d[key])
+            except ValueError as err:
+                raise CaseError(str(err), d.get("case_id")) from None
         return d

@@ -48,7 +48,7 @@ class SegmentationDataModule(CaseDataModule):
         roi_size: tuple[int, int, int] = (96, 96, 96),
         random_roi: tuple[int, int] | None = None,
         pixdim: tuple[float, float, float] | None = None,
-        bias_field: str | None = None,
+        bias_field: str | None = "n4",
         pos_fraction: float = 0.5,
         augment: str | dict[str, Any] = "nnunet",
         batch_size: int = 1,
@@ -81,9 +81,10 @@ class SegmentationDataModule(CaseDataModule):
                 --window auto`` / ``plan``, which then may use windows up to ``max``) in-distribution;
                 validation keeps ``roi_size`` windows. Off by default (:mod:`medseg.data.random_roi`).
             pixdim: resample to this voxel spacing in mm; None keeps the native grid.
-            bias_field: ``n4``: divide out each MR channel's bias field (N4, on the native grid, before
-                resampling; :mod:`medseg.data.bias_field`); stored with the model, so ``medseg predict`` does
-                the same. None (the default): no correction.
+            bias_field: ``n4`` (the default): divide out each MR channel's bias field (N4, on the native grid,
+                before resampling; :mod:`medseg.data.bias_field`; CT channels pass unchanged); stored with the
+                model, so ``medseg predict`` does the same. None: no correction (checkpoints written before the
+                option predict without it).
             pos_fraction: share of training crops centred on labelled voxels (classes: shared equally).
             augment: training augmentation (``medseg.data.augment``): ``nnunet`` (nnU-Net's rotation, scaling,
                 noise, blur, brightness, contrast, low resolution, gamma, mirroring), ``light`` (flips and

@@ -9,6 +9,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from medseg.data.bias_field import BiasFieldCorrectiond, check_bias_field, n4_correct
+from medseg.errors import CaseError
 
 SPACING = (2.0, 2.0, 2.5)
 
@@ -62,3 +63,9 @@ def test_unknown_method_is_refused():
     assert check_bias_field(None) is None and check_bias_field("n4") == "n4"
     with pytest.raises(ValueError, match="bias_field must be one of"):
         check_bias_field("n3")
+
+
+def test_a_volume_too_thin_to_fit_names_the_case():
+    thin = MetaTensor(torch.ones(1, 64, 64, 2))
+    with pytest.raises(CaseError, match=r"case BraTS2021_00007: .*3 voxels or more along each axis, found 64x64x2"):
+        BiasFieldCorrectiond(keys="image", mr=[True])({"image": thin, "case_id": "BraTS2021_00007"})
