@@ -19,6 +19,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data.utils import json_hashing
 from monai.transforms import Compose
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
@@ -230,7 +231,9 @@ class CaseDataModule(pl.LightningDataModule):
             return Dataset(cases, transform)
         if self.hparams.cache == "disk":
             Path(self.hparams.cache_dir).mkdir(parents=True, exist_ok=True)
-            return PersistentDataset(cases, transform, cache_dir=self.hparams.cache_dir)
+            # the cache key holds the deterministic transforms' names: turning the bias-field correction on or
+            # off misses the old entries instead of reusing them
+            return PersistentDataset(cases, transform, cache_dir=self.hparams.cache_dir, hash_transform=json_hashing)
         return CacheDataset(cases, transform, num_workers=self.hparams.num_workers or None, progress=False)
 
     def _drop_last(self, n_train: int) -> bool:

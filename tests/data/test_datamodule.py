@@ -55,3 +55,12 @@ def test_bias_field_setting_checked_at_construction_and_stored(dataset):
     assert dm.hparams.bias_field == "n4"  # in the checkpoint's datamodule hyper-parameters, for medseg predict
     names = [type(t).__name__ for t in dm.transform(train=False).transforms]
     assert names[:3] == ["LoadCased", "Orientationd", "BiasFieldCorrectiond"]
+
+
+def test_disk_cache_entries_differ_with_the_bias_field_setting(dataset, tmp_path):
+    hashes = []
+    for bias_field in ("n4", None):
+        dm = BratsDataModule(str(dataset[0]), cache="disk", cache_dir=str(tmp_path), bias_field=bias_field)
+        dm.setup("fit")
+        hashes.append(dm._dataset(dm.splits["train"], dm.transform(train=False)).transform_hash)
+    assert hashes[0] != hashes[1]
