@@ -39,3 +39,13 @@ def test_missing_weights_are_named_before_any_work(tmp_path, monkeypatch, capsys
             tmp_path / "x.pt",
         )
     assert "--weights" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_bias_field_option_trains_and_predicts(tmp_path, monkeypatch):
+    write_case(tmp_path / "train", "BraTS2021_00001", blob_label((64, 64, 64)))
+    write_case(tmp_path / "test", "BraTS2021_00002", blob_label((64, 64, 64), seed=1))
+    common = ["--train", tmp_path / "train", "--test", tmp_path / "test", "--roi", 64, 64, 64, "--steps", 1]
+    _run(monkeypatch, *common, "--out", tmp_path / "n4", "--bias-field", "n4")
+    written = nib.load(tmp_path / "n4" / "pred" / "BraTS2021_00002.nii.gz")
+    assert written.shape == nib.load(tmp_path / "test" / "BraTS2021_00002" / "BraTS2021_00002_t1.nii.gz").shape
