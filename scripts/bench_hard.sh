@@ -3,7 +3,10 @@
 # (what each path did in 12 minutes on 2 CPU cores: medseg 380 steps, MONAI 282), same data, same held-out
 # cases, both scored by `medseg evaluate` (voxel-wise and lesion-wise).
 #   bash scripts/bench_hard.sh OUT [RECIPE...]      RECIPE: monai, nnunet (the default), light (the old one);
-#   AUGMENT_dice (nnunet_dice, light_dice): that augmentation with the soft Dice loss alone (bce_weight 0)
+#   AUGMENT_dice (nnunet_dice, light_dice): that augmentation with the soft Dice loss alone (bce_weight 0);
+#   monai_n4: the MONAI loop with medseg's N4 bias-field correction (monai_baseline.py --bias-field n4).
+# medseg fits get N4 (bias_field n4, fit's default since 32246dd; the demo config turns it off): measurements
+# before it are FIT_ARGS="--data.init_args.bias_field null".
 # Environment (each printed with the run): MEDSEG_STEPS (380), MONAI_STEPS (282): the step budgets, e.g.
 # MEDSEG_STEPS = MONAI_STEPS x (MONAI s/step / medseg s/step) for the same wall time on the host at hand;
 # FIT_ARGS: extra `medseg fit` arguments (a lever), TAG: a suffix for the run folder (OUT/RECIPE-TAG);
@@ -27,10 +30,11 @@ for recipe in $RECIPES; do
   run="$OUT/$recipe${TAG:+-$TAG}"; [ "$seed" = 0 ] || run="$run-seed$seed"
   runs+=("$run")
   start=$(date +%s)
-  if [ "$recipe" = monai ]; then
+  if [[ "$recipe" == monai* ]]; then
+    n4=(); [ "$recipe" = monai_n4 ] && n4=(--bias-field n4)
     echo "$recipe: $MONAI_STEPS steps, seed $seed"
     .venv/bin/python scripts/monai_baseline.py --train "$OUT/data/train" --test "$TEST" --out "$run" \
-      --steps "$MONAI_STEPS" --lr 3e-3 --seed "$seed"
+      --steps "$MONAI_STEPS" --lr 3e-3 --seed "$seed" "${n4[@]}"
   else
     loss=(); [[ "$recipe" == *_dice ]] && loss=(--model.init_args.bce_weight 0)
     echo "$recipe: $MEDSEG_STEPS steps, seed $seed, extra fit arguments: ${fit_args[*]:-none}"
@@ -38,6 +42,7 @@ for recipe in $RECIPES; do
       --data.init_args.augment "${recipe%_dice}" --trainer.max_steps "$MEDSEG_STEPS" --trainer.default_root_dir "$run" \
       --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
       --trainer.enable_progress_bar false --seed_everything "$seed" --data.init_args.seed "$seed" \
+      --data.init_args.bias_field n4 \
       "${loss[@]}" "${fit_args[@]}"
     echo "$recipe: trained in $(( $(date +%s) - start )) s"
     $M predict "$TEST" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite

@@ -1,12 +1,13 @@
 """N4 bias-field correction of MR channels (SimpleITK's ``N4BiasFieldCorrectionImageFilter``, Tustison et al.
-2010), as a preprocessing step: ``data.init_args.bias_field: n4`` (off by default).
+2010), as a preprocessing step: ``data.init_args.bias_field: n4`` (``medseg fit``'s default for MR channels).
 
 MR scans carry a smooth multiplicative intensity field from the receive coils: white matter on one side of
 the head reads 20-30 % brighter than on the other, as much as a faint lesion differs from white matter. The
 z-score normalisation that follows cannot remove it; N4 estimates the field as a smooth B-spline over the
 non-zero voxels (the skull-stripped head) and divides it out. The fit runs on a grid of about ``GRID_MM``
 voxels (the image shrunk by a whole factor), three fitting levels of ``ITERATIONS`` iterations each, then
-the field is evaluated on the full grid: 2-3 s a channel for a 96 x 96 x 64 volume on one CPU core.
+the field is evaluated on the full grid: about 1 s a channel for a 96 x 96 x 64 volume at 2 mm, 2-3 s for
+a 240 x 240 x 155 one at 1 mm, on one CPU core (docs/benchmarks.md, issue 13's seventh measurement).
 
 CT channels (intensities in Hounsfield units) and channels without non-zero voxels pass unchanged.
 """
