@@ -9,7 +9,9 @@ voxels (the image shrunk by a whole factor), three fitting levels of ``ITERATION
 the field is evaluated on the full grid: about 1 s a channel for a 96 x 96 x 64 volume at 2 mm, 2-3 s for
 a 240 x 240 x 155 one at 1 mm, on one CPU core (docs/benchmarks.md, issue 13's seventh measurement).
 
-CT channels (intensities in Hounsfield units) and channels without non-zero voxels pass unchanged.
+CT channels (intensities in Hounsfield units), channels without positive voxels and channels already
+normalised (more than ``NEGATIVE_SHARE`` of their non-zero voxels negative: N4 models positive intensities)
+pass unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ GRID_MM = 4.0  # the fit's voxel size, about: the field varies over 60+ mm
 ITERATIONS = (20, 20, 20)  # per fitting level; a fourth level starts to fit tissue contrast, not the field
 MIN_VOXELS = 1000  # fewer non-zero voxels than this: nothing to fit, the channel passes unchanged
 MIN_SIDE = 8  # voxels along each axis of the shrunk grid, at least (where the volume has them)
+NEGATIVE_SHARE = 0.01  # a few negative voxels (interpolation ringing) are kept as they are; more: skip the channel
 
 
 def check_bias_field(method: str | None) -> str | None:
@@ -39,10 +42,13 @@ def check_bias_field(method: str | None) -> str | None:
 
 
 def n4_correct(volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """``volume`` [X, Y, Z] (>= 0, 0 outside the head) with its N4 bias field divided out, float32; voxels
-    that were 0 stay 0. ``spacing`` in mm along the array axes chooses the fit's shrink factor."""
+    """``volume`` [X, Y, Z] (0 outside the head) with its N4 bias field divided out, float32; the field is fitted
+    on and divided out of the positive voxels, the others keep their values. ``spacing`` in mm along the
+    array axes chooses the fit's shrink factor. Unchanged (a float32 copy): fewer than ``MIN_VOXELS`` positive
+    voxels, or more than ``NEGATIVE_SHARE`` of the non-zero ones negative (an image normalised already)."""
     mask = volume > 0
-    if mask.sum() < MIN_VOXELS:
+    negative = int((volume < 0).sum())
+    if mask.sum() < MIN_VOXELS or negative > NEGATIVE_SHARE * (negative + mask.sum()):
         return volume.astype(np.float32, copy=True)
     size = "x".join(map(str, volume.shape))
     if min(volume.shape) < 3:
@@ -62,7 +68,7 @@ def n4_correct(volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     except RuntimeError as err:  # ITK's message is a page of C++; its last line says what went wrong
         reason = str(err).strip().splitlines()[-1]
         raise ValueError(f"N4 bias-field correction failed on a {size} volume: {reason}") from None
-    return np.where(mask, volume / np.exp(log_field), 0).astype(np.float32)
+    return np.where(mask, volume / np.exp(log_field), volume).astype(np.float32)
 
 
 class BiasFieldCorrection(Transform):
