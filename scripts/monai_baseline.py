@@ -128,8 +128,8 @@ def main() -> None:
         RandShiftIntensityd(keys="image", offsets=0.1, prob=1.0),
     ])  # fmt: skip
     # with the correction, each case's deterministic part is computed once (N4 takes seconds a case)
-    dataset = CacheDataset(cases(args.train, True), train, progress=False) if args.bias_field else Dataset(
-        cases(args.train, True), train)  # fmt: skip
+    train_cases = cases(args.train, True)
+    dataset = CacheDataset(train_cases, train, progress=False) if args.bias_field else Dataset(train_cases, train)
     loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=0)
     net = SwinUNETR(in_channels=4, out_channels=3, feature_size=args.feature_size)
 

@@ -47,8 +47,8 @@ def n4_correct(volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     array axes chooses the fit's shrink factor. Unchanged (a float32 copy): fewer than ``MIN_VOXELS`` positive
     voxels, or more than ``NEGATIVE_SHARE`` of the non-zero ones negative (an image normalised already)."""
     mask = volume > 0
-    negative = int((volume < 0).sum())
-    if mask.sum() < MIN_VOXELS or negative > NEGATIVE_SHARE * (negative + mask.sum()):
+    positive, negative = int(mask.sum()), int((volume < 0).sum())
+    if positive < MIN_VOXELS or negative > NEGATIVE_SHARE * (negative + positive):
         return volume.astype(np.float32, copy=True)
     size = "x".join(map(str, volume.shape))
     if min(volume.shape) < 3:
