@@ -12,6 +12,10 @@ labels `medseg demo-data --difficulty hard` writes (which carry about a voxel of
   lesion's contrast varies 0.15-1.3 around the case's, so the same brightness is inside one lesion's
   label and outside another's.
 
+With ``--lesion-wise``, also the ``clean`` oracle's lesion-wise Dice (BraTS 2023+, as ``medseg evaluate
+--lesion-wise`` scores it): what a voxel of annotation noise alone does to lesions of a few voxels, which a
+shift can move below the IoU 0.5 a match needs, so that the lesion counts as missed and as a false positive.
+
 All three see what no model sees (noise-free images, exact weights), so they bound the score from above.
 With ``--pred DIR`` (``<case_id>.nii.gz`` label maps, as ``medseg predict`` writes), also each case's WT
 precision and recall, and the taper level whose cut matches the predicted WT best: where the model stops.
@@ -31,8 +35,9 @@ import torch
 
 from medseg.data import demo_hard, demo_hard_render
 from medseg.data.demo import generate_case
-from medseg.data.labels import BRATS2021
-from medseg.metrics.segmentation import dice
+from medseg.data.labels import BRATS2021, REGIONS
+from medseg.metrics.lesion import lesion_metrics
+from medseg.metrics.segmentation import dice, metric_keys
 
 CASE_ID = "BraTS2021_{index:05d}"  # what `medseg demo-data` names case ``index`` (the brats2021 layout)
 
@@ -64,7 +69,7 @@ def draw(index: int, seed: int) -> dict:
         mock.patch.object(demo_hard, "render_hard", keep_contrast),
     ):
         case = generate_case(CASE_ID.format(index=index), seed=(seed, index), difficulty="hard")
-    return seen | {"label": case.label}
+    return seen | {"label": case.label, "spacing": case.spacing}
 
 
 def regions(label: np.ndarray) -> torch.Tensor:
@@ -97,6 +102,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--level", type=float, default=None, help="WT taper level (default: the range's middle)")
     parser.add_argument("--pred", type=Path, default=None, help="a folder of predicted label maps to diagnose")
+    parser.add_argument("--lesion-wise", action="store_true", help="also the clean oracle's lesion-wise Dice")
+    parser.add_argument(
+        "--min-lesion-volume", type=float, default=0.0, metavar="MM3", help="as `medseg evaluate` (BraTS-GLI: 50)"
+    )
     args = parser.parse_args()
     indices = range(args.start_index, args.start_index + args.cases)
     if args.pred is not None:
@@ -107,6 +116,7 @@ def main() -> None:
     level = float(np.mean(demo_hard_render.TAPER_THRESHOLD)) if args.level is None else args.level
     signal_levels = np.geomspace(0.01, 1.0, 61)  # FLAIR edema signal / WM, tried for ``local``
     clean_rows, fixed_rows, local_wt = [], [], []  # local_wt: per case, WT Dice at each signal level
+    lesion_rows = []  # per case: the clean oracle's lesion-wise metrics (--lesion-wise)
     for index in indices:
         case = draw(index, args.seed)
         truth, clean = regions(case["label"]), regions(case["clean"])
@@ -121,6 +131,16 @@ def main() -> None:
             f"case {index}: taper threshold {case['threshold']:.3f}; "
             f"clean {show(f'{d:.3f}' for d in clean_rows[-1])}; fixed {show(f'{d:.3f}' for d in fixed_rows[-1])}"
         )
+        if args.lesion_wise:
+            scores = lesion_metrics(
+                clean, truth, case["spacing"], with_hd95=False, min_lesion_volume_mm3=args.min_lesion_volume
+            )
+            lesion_rows.append(scores)
+            counts = ", ".join(
+                f"{r} {scores[f'lesions_tp_{k}']}/{scores[f'lesions_fn_{k}']}/{scores[f'lesions_fp_{k}']}"
+                for r, k in zip(REGIONS, metric_keys(REGIONS))
+            )
+            print(f"  clean, lesions found/missed/false positive: {counts}")
         if args.pred is not None:
             pred = np.asanyarray(nib.load(args.pred / f"{CASE_ID.format(index=index)}.nii.gz").dataobj)
             print(f"  prediction: {where_it_stops(case, truth, pred)}")
@@ -129,6 +149,13 @@ def main() -> None:
     for name, rows in (("clean", clean_rows), ("fixed", fixed_rows), ("local", local_rows)):
         mean = np.mean(rows, axis=0)
         print(f"{name}: TC / WT / ET {' / '.join(f'{d:.3f}' for d in mean)}, mean {mean.mean():.3f}")
+    if lesion_rows:
+        lesion = [np.mean([row[f"lesion_dice_{k}"] for row in lesion_rows]) for k in metric_keys(REGIONS)]
+        voxel = np.mean(clean_rows, axis=0)
+        print(
+            f"clean, lesion-wise: TC / WT / ET {' / '.join(f'{d:.3f}' for d in lesion)}, mean {np.mean(lesion):.3f}"
+            f" (voxel-wise minus lesion-wise: {' / '.join(f'{v - d:.3f}' for v, d in zip(voxel, lesion))})"
+        )
     print(f"(fixed cuts WT at taper level {level:.3f}; local at FLAIR edema signal {signal_levels[best]:.3f} x WM)")
 
 

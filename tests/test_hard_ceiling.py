@@ -23,7 +23,7 @@ def test_main_prints_each_oracle_and_a_prediction(tmp_path, monkeypatch, capsys)
     written = generate_case("BraTS2021_00003", seed=(5, 3), difficulty="hard")
     nib.save(nib.Nifti1Image(written.label, written.affine), tmp_path / "BraTS2021_00003.nii.gz")
     argv = ["hard_ceiling.py", "--cases", "1", "--start-index", "3", "--seed", "5", "--pred", str(tmp_path)]
-    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.setattr("sys.argv", [*argv, "--lesion-wise"])
     load_script("hard_ceiling").main()
     out = capsys.readouterr().out
     assert "WT precision 1.00, recall 1.00" in out  # the hooks change nothing: the written label is the truth
@@ -31,6 +31,9 @@ def test_main_prints_each_oracle_and_a_prediction(tmp_path, monkeypatch, capsys)
         assert name in out
     clean = float(out.split("clean: ")[1].split("mean ")[1].split()[0])
     assert 0.5 < clean < 1.0
+    assert "clean, lesions found/missed/false positive: TC " in out
+    lesion = float(out.split("clean, lesion-wise: ")[1].split("mean ")[1].split()[0])
+    assert 0.0 < lesion <= 1.0
 
 
 def test_a_missing_prediction_is_named_before_any_work(tmp_path, monkeypatch, capsys):

@@ -6,19 +6,22 @@ import torch
 from monai.losses import DiceLoss
 from torch import nn
 
+from medseg.losses.blob import blob_dice_loss
+
 
 class DiceBCELoss(nn.Module):
-    """``dice_weight * soft Dice + bce_weight * BCE`` on sigmoid outputs, one channel per region.
+    """``dice_weight * soft Dice + bce_weight * BCE + blob_weight * blob Dice`` on sigmoid outputs, one channel
+    per region (blob Dice: :mod:`medseg.losses.blob`, a soft Dice per lesion; off at 0).
 
     MONAI's ``DiceCELoss`` applies a softmax cross-entropy to multi-channel input even with
     ``sigmoid=True``, which is wrong for nested regions; hence this pairing.
 
-    Returns a dict of named parts: ``loss`` (what is optimised), ``dice`` and ``bce``.
+    Returns a dict of named parts: ``loss`` (what is optimised), ``dice``, ``bce`` (and ``blob`` when on).
     """
 
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, blob_weight: float = 0.0) -> None:
         super().__init__()
-        self.dice_weight, self.bce_weight = dice_weight, bce_weight
+        self.dice_weight, self.bce_weight, self.blob_weight = dice_weight, bce_weight, blob_weight
         # MONAI's BraTS reference settings: no numerator smoothing, so a region absent from a crop adds
         # no push towards predicting nothing (BCE handles background); squared terms in the denominator
         self.dice = DiceLoss(sigmoid=True, squared_pred=True, smooth_nr=0.0, smooth_dr=1e-5)
@@ -29,4 +32,8 @@ class DiceBCELoss(nn.Module):
         target = target.float()
         dice = self.dice(logits, target)
         bce = self.bce(logits, target)
-        return {"loss": self.dice_weight * dice + self.bce_weight * bce, "dice": dice, "bce": bce}
+        parts = {"loss": self.dice_weight * dice + self.bce_weight * bce, "dice": dice, "bce": bce}
+        if self.blob_weight:
+            parts["blob"] = blob_dice_loss(torch.sigmoid(logits), target)
+            parts["loss"] = parts["loss"] + self.blob_weight * parts["blob"]
+        return parts

@@ -9,7 +9,8 @@ decides the loss and the metrics. Batch contract (from ``medseg.data.datamodule`
   sliding-window inference at ``roi_size`` turns it into logits [1, R or K+1, X, Y, Z].
 
 Loss: regions, soft Dice + BCE on sigmoids (``DiceBCELoss``); classes, soft Dice + cross-entropy on the
-softmax (``DiceCELoss``). Logged: ``train/loss``, ``train/dice``, ``train/bce`` (``train/ce``);
+softmax (``DiceCELoss``); ``blob_weight`` adds a soft Dice per truth lesion (:mod:`medseg.losses.blob`).
+Logged: ``train/loss``, ``train/dice``, ``train/bce`` (``train/ce``, ``train/blob``);
 ``val/loss``, ``val/dice_<output>`` per region or foreground class (``val/dice_tc``, ``val/dice_liver``),
 ``val/dice_mean`` over them (+ ``val/hd95_*`` when ``val_hd95``), ``val/ece_<output>`` (expected calibration
 error of the probabilities over the validation crop, :mod:`medseg.metrics.calibration`); the same under ``test/``.
@@ -49,6 +50,7 @@ class SegmentationModule(pl.LightningModule):
         schedule: Literal["cosine", "constant"] = "cosine",
         dice_weight: float = 1.0,
         bce_weight: float = 1.0,
+        blob_weight: float = 0.0,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.25,
         sw_mode: Literal["constant", "gaussian"] = "constant",
@@ -78,6 +80,8 @@ class SegmentationModule(pl.LightningModule):
                 then ``lr`` to the end (MONAI's tutorial loops).
             dice_weight: weight of the soft Dice term of the loss.
             bce_weight: weight of the cross-entropy term (binary for regions, softmax for classes).
+            blob_weight: weight of the blob Dice (:mod:`medseg.losses.blob`): a soft Dice per truth lesion, so
+                small lesions count as much as large ones, as the lesion-wise scores do; 0 turns it off.
             sw_batch_size: windows per forward in sliding-window inference.
             sw_overlap: overlap of neighbouring windows (0 to <1).
             sw_mode: blending of overlapping windows: ``constant`` or ``gaussian``.
@@ -118,7 +122,7 @@ class SegmentationModule(pl.LightningModule):
             )
         self.net = net
         self.task = get_task("brats2021")
-        self.loss = DiceBCELoss(dice_weight, bce_weight)
+        self.loss = DiceBCELoss(dice_weight, bce_weight, blob_weight)
         if pretrained:
             rank_zero_info(str(load_pretrained(self.net, pretrained)))
         self._frozen = encoder_parameters(net) if freeze_encoder_steps > 0 else []
@@ -139,9 +143,9 @@ class SegmentationModule(pl.LightningModule):
         self.task = task
         h = self.hparams
         self.loss = (
-            DiceBCELoss(h.dice_weight, h.bce_weight)
+            DiceBCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0))
             if task.kind == "regions"
-            else DiceCELoss(h.dice_weight, h.bce_weight)
+            else DiceCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0))
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
