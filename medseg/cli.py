@@ -25,6 +25,10 @@ COMMANDS = {
         "medseg.commands.calibrate:main",
         "fit temperatures for a model's probabilities on labelled cases (ECE before/after)",
     ),
+    "postprocess": (
+        "medseg.commands.postprocess:main",
+        "choose post-processing (small components, small ET) on labelled cases; stored with the model",
+    ),
     "evaluate": ("medseg.commands.evaluate:main", "Dice and HD95 per region or class of predictions against labels"),
     "report": ("medseg.commands.report:main", "the page of a fit run: training curves and the validation table"),
     "export": (
@@ -41,7 +45,7 @@ LIGHTNING = {
     "pretrain": "pre-train the Swin encoder on unlabelled scans: medseg pretrain --config configs/pretrain_demo.yaml",
 }
 HELP = "usage: medseg COMMAND [options]   (medseg COMMAND --help for each)\n\ncommands:\n" + "\n".join(
-    f"  {name:<10} {text}" for name, text in [*LIGHTNING.items(), *((n, h) for n, (_, h) in COMMANDS.items())]
+    f"  {name:<11} {text}" for name, text in [*LIGHTNING.items(), *((n, h) for n, (_, h) in COMMANDS.items())]
 )
 
 

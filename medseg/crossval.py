@@ -26,7 +26,7 @@ from medseg.data.base import kfold_assignment
 from medseg.evaluation import evaluate_case, read_label_map, summarize, write_results
 from medseg.inference.calibration import FILENAME as CALIBRATION
 from medseg.inference.calibration import Samples, fit_temperature
-from medseg.inference.postprocess import FILENAME, choose_postprocessing
+from medseg.inference.postprocess import FILENAME, choose_and_score
 from medseg.io import write_atomic
 
 DONE = "fit_done"  # marker in OUT/fold_k: that fold's fit finished
@@ -111,11 +111,7 @@ def learn_postprocessing(
         preds.append(task.to_masks(pred.astype(np.int64)).numpy())
         truths.append(task.to_masks(label.astype(np.int64)).numpy())
         spacings.append([float(z) for z in image.header.get_zooms()[:3]])
-    et_candidates = (0.1, 0.25, 0.5, 1.0) if {"ET", "TC"} <= set(task.outputs) else ()
-    spacing = np.median(np.array(spacings), axis=0).tolist()
-    config = choose_postprocessing(
-        preds, truths, task.outputs, spacing, et_to_tc_candidates=et_candidates, objective=objective
-    )
+    config, _ = choose_and_score(preds, truths, task.outputs, spacings, objective)
     for fold_dir in fold_dirs:
         write_atomic(fold_dir / "checkpoints" / FILENAME, json.dumps(config, indent=1))
     return config

@@ -4,6 +4,7 @@ thresholds chosen only where they raise the mean Dice; applied by the Predictor.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from conftest import blob_label, write_case
 from medseg.errors import MedsegError
 from medseg.inference.postprocess import (
     check_postprocess,
+    choose_and_score,
     choose_postprocessing,
     postprocess_masks,
     remove_small_components,
@@ -131,3 +133,48 @@ def test_the_objective_decides_what_a_threshold_is_worth():
         assert chosen == {"min_component_ml": {"A": 0.3}}, objective
     with pytest.raises(ValueError, match="objective must be one of dice, lesion, both"):
         choose_postprocessing(preds, truths, ("A",), SPACING, candidates, objective="hd95")
+
+
+def test_choose_and_score_reports_the_gain_of_what_it_chose():
+    truth = _blob(side=10)  # 1000 voxels = 8 ml at 2 mm
+    preds = [np.stack([_with_specks(truth, 6, shift=k)] * 3) for k in range(3)]
+    truths = [np.stack([truth] * 3) for _ in range(3)]
+    config, scores = choose_and_score(preds, truths, BRATS, [SPACING, SPACING, (2.0, 2.0, 2.1)], "lesion")
+    assert config["min_component_ml"] == {"TC": 0.1, "WT": 0.1, "ET": 0.1}  # the smallest that removes the specks
+    for before, after in scores.values():
+        assert before == pytest.approx(1 / 7) and after == pytest.approx(1.0)  # 1 lesion and 6 false positives
+
+
+def test_postprocess_command_chooses_on_validation_cases_and_predict_applies_it(tmp_path, capsys):
+    from test_ensemble import tiny_net, write_ckpt
+
+    from medseg.cli import main as cli
+
+    ckpt_dir = tmp_path / "run"
+    ckpt_dir.mkdir()
+    ckpt = write_ckpt(ckpt_dir / "last.ckpt", tiny_net(0))
+    for i in range(2):
+        write_case(tmp_path / "val", f"BraTS2021_0000{i}", blob_label(seed=i), seed=i)
+    assert cli(["postprocess", str(tmp_path / "val"), "--ckpt", str(ckpt), "--objective", "dice"]) == 0
+    printed = capsys.readouterr().out
+    stored = json.loads((ckpt_dir / "postprocess.json").read_text(encoding="utf-8"))
+    assert f"wrote {ckpt_dir / 'postprocess.json'}" in printed and "2 case(s)" in printed
+    for name in BRATS:
+        found = re.search(rf"{name}: dice score ([\d.]+) without, ([\d.]+) with", printed)
+        before, after = float(found[1]), float(found[2])
+        assert after >= before
+    check_postprocess(stored, BRATS)  # what predict will load
+    write_case(tmp_path / "test", "BraTS2021_00009", blob_label(seed=9), seed=9)
+    assert cli(["predict", str(tmp_path / "test"), "--ckpt", str(ckpt), "--out", str(tmp_path / "pred")]) == 0
+    assert "post-processing: " in capsys.readouterr().out
+
+
+def test_postprocess_command_without_labelled_cases_is_one_clear_error(tmp_path):
+    from test_ensemble import tiny_net, write_ckpt
+
+    from medseg.commands.postprocess import main
+
+    ckpt = write_ckpt(tmp_path / "last.ckpt", tiny_net(0))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MedsegError, match="empty"):
+        main([str(tmp_path / "empty"), "--ckpt", str(ckpt)])

@@ -12,13 +12,14 @@ applies it by default) or passed with ``--postprocess FILE.json``::
   since a few false-positive ET voxels in a case without enhancement cost a whole Dice point.
 
 :func:`choose_postprocessing` picks the thresholds that raise the mean score on cases with known labels: voxel-wise
-Dice, lesion-wise Dice (BraTS 2023+) or their mean.
+Dice, lesion-wise Dice (BraTS 2023+) or their mean; :func:`choose_and_score` does it with the candidates
+``medseg cv`` (on out-of-fold predictions) and ``medseg postprocess`` (on a validation set) try.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,52 @@ def choose_postprocessing(
         if best is not None:
             chosen["et_to_tc_below_ml"] = best
     return chosen
+
+
+ET_TO_TC_CANDIDATES = (0.1, 0.25, 0.5, 1.0)  # ml: what choose_and_score tries for et_to_tc_below_ml
+
+
+def choose_and_score(
+    pred_masks_list: Sequence[np.ndarray],
+    truth_masks_list: Sequence[np.ndarray],
+    names: Sequence[str],
+    spacings: Sequence[Sequence[float]],
+    objective: str = "both",
+) -> tuple[dict, dict[str, tuple[float, float]]]:
+    """:func:`choose_postprocessing` with the default candidates (ET -> TC too where the outputs have both), on
+    cases of per-case ``spacings`` (their median is used); with, per output, the mean score by ``objective``
+    without and with the chosen configuration: ``(config, {name: (before, after)})``."""
+    spacing = np.median(np.asarray(spacings, dtype=np.float64), axis=0).tolist()
+    et_candidates = ET_TO_TC_CANDIDATES if {"ET", "TC"} <= set(names) else ()
+    config = choose_postprocessing(
+        pred_masks_list, truth_masks_list, names, spacing, et_to_tc_candidates=et_candidates, objective=objective
+    )
+    score_of, voxel_ml = _scorer(objective, spacing), float(np.prod(spacing)) / 1000.0
+    pairs = [(np.asarray(p, bool), np.asarray(t, bool)) for p, t in zip(pred_masks_list, truth_masks_list)]
+    processed = [postprocess_masks(p, names, voxel_ml, config) for p, _ in pairs]
+    scores = {
+        name: (
+            float(np.mean([score_of(p[i], t[i]) for p, t in pairs])),
+            float(np.mean([score_of(q[i], t[i]) for q, (_, t) in zip(processed, pairs)])),
+        )
+        for i, name in enumerate(names)
+    }
+    return config, scores
+
+
+def segment_and_choose(predictor, cases: Iterable[dict], objective: str = "both") -> tuple[dict, dict]:
+    """Segment labelled ``cases`` (``{"case_id", "image", "label"}``) with ``predictor`` (a
+    :class:`medseg.inference.Predictor` without post-processing) and :func:`choose_and_score` on them."""
+    from medseg.evaluation import read_label_map
+
+    task = predictor.task
+    preds, truths, spacings = [], [], []
+    for case in cases:
+        result = predictor.predict_case(case)
+        label, image = read_label_map(Path(case["label"]), case["case_id"])
+        if label.shape != result.label.shape:
+            raise MedsegError(f"{case['label']}: label {label.shape} does not match its image {result.label.shape}")
+        preds.append(task.to_masks(result.label.astype(np.int64)).numpy())
+        truths.append(task.to_masks(label.astype(np.int64)).numpy())
+        spacings.append([float(z) for z in image.header.get_zooms()[:3]])
+    return choose_and_score(preds, truths, task.outputs, spacings, objective)

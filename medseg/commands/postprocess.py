@@ -1,0 +1,72 @@
+"""``medseg postprocess``: choose post-processing for a model on labelled cases it did not train on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medseg.inference.postprocess import FILENAME, OBJECTIVES
+from medseg.io import write_atomic
+
+DESCRIPTION = f"""\
+Choose post-processing for a `medseg fit` checkpoint, or an ensemble of them, on labelled cases the models
+did not train on (a validation set; `medseg cv` chooses it on its out-of-fold predictions itself). Each
+case is segmented without post-processing; then, per region or class, the smallest connected components
+are removed below the volume (0.1, 0.25, 0.5 or 1 ml) that raises the mean score over the cases most, and,
+for BraTS regions, an enhancing tumour smaller in total than 0.1-1 ml is relabelled as core; each is kept
+only where it raised the score (--objective: voxel-wise Dice, lesion-wise Dice as BraTS 2023+ ranks, or by
+default the mean of both). Prints the score per output without and with it, and writes {FILENAME} beside
+the (first) checkpoint, where `medseg predict` applies it, or to --out. Scores on the cases chosen on are
+optimistic: judge the result on other held-out cases.
+
+DATA is any dataset medseg trains from (BraTS, MSD, nnU-Net, a datalist); every labelled case in it is
+used.
+
+example: medseg postprocess --ckpt runs/demo/checkpoints/last.ckpt demo_run/data/val
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg postprocess", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", type=Path, metavar="DATA", help="labelled cases the model did not train on")
+    parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoint(s); several: an ensemble, as predict")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE.json", help=f"where to write (default: {FILENAME} beside --ckpt)"
+    )
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="both",
+        help="what the post-processing must raise: voxel-wise Dice, lesion-wise Dice, or their mean (default)",
+    )
+    parser.add_argument("--tta", action="store_true", help="segment with mirrored passes (as predict --tta)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medseg.data.layouts import read_dataset
+    from medseg.errors import MedsegError
+    from medseg.inference import Predictor
+    from medseg.inference.postprocess import segment_and_choose
+
+    args = build_parser().parse_args(argv)
+    predictor = Predictor.from_checkpoints(args.ckpt, device=args.device, tta=args.tta)  # no post-processing
+    index = read_dataset(args.data, task=predictor.task)
+    cases = [case for case in index.cases if case.get("label")]
+    if not cases:
+        raise MedsegError(f"{args.data}: no labelled case to choose post-processing on")
+    progress = tqdm(cases, desc="segment", unit="case", disable=None)
+    config, scores = segment_and_choose(predictor, progress, args.objective)
+    out = args.out or Path(args.ckpt[0]).parent / FILENAME
+    write_atomic(out, json.dumps(config, indent=1))
+    print(f"post-processing ({args.objective}): {json.dumps(config) if config else 'none (nothing raised the score)'}")
+    for name, (before, after) in scores.items():
+        print(f"{name}: {args.objective} score {before:.4f} without, {after:.4f} with")
+    print(f"{len(cases)} case(s); wrote {out}")
+    return 0
