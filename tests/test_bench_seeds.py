@@ -8,12 +8,14 @@ import pytest
 from conftest import load_script
 
 
-def _run(root, name, tc, wt, et):
-    pred = root / name / "pred"
+def _run(root, name, tc, wt, et, pred="pred", lesion=None):
+    pred = root / name / pred
     pred.mkdir(parents=True)
     summary = {f"dice_{r}": {"mean": v} for r, v in zip(("tc", "wt", "et"), (tc, wt, et))}
     summary["dice_mean"] = {"mean": (tc + wt + et) / 3}
     summary["lesion_dice_mean"] = {"mean": 0.5}
+    if lesion is not None:
+        summary |= {f"lesion_dice_{r}": {"mean": v} for r, v in zip(("tc", "wt", "et"), lesion)}
     (pred / "metrics_summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return root / name
 
@@ -42,3 +44,12 @@ def test_a_run_without_a_summary_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_script("bench_seeds").main([str(tmp_path / "monai")])
     assert "monai/pred/metrics_summary.json: missing" in capsys.readouterr().err
+
+
+def test_another_predictions_folder_and_lesion_wise_per_region(tmp_path, capsys):
+    runs = [
+        _run(tmp_path, "nnunet", 0.9, 0.6, 0.9, pred="pred_pp", lesion=(0.6, 0.3, 0.5)),
+        _run(tmp_path, "nnunet-seed1", 0.9, 0.6, 0.9, pred="pred_pp", lesion=(0.4, 0.1, 0.3)),
+    ]
+    load_script("bench_seeds").main([*map(str, runs), "--pred", "pred_pp"])
+    assert capsys.readouterr().out.splitlines()[1].endswith("0.500 / 0.200 / 0.400")
