@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import blob_label, write_case
-from test_ensemble import tiny_net, write_ckpt
+from test_ensemble import tiny_net, validation_run
 
 from medseg.cli import main as cli
 from medseg.errors import MedsegError
@@ -107,11 +107,8 @@ def test_bad_calibration_is_one_clear_error(config, message):
 
 
 def test_calibrate_predict_evaluate_end_to_end(tmp_path, capsys):
-    ckpt_dir = tmp_path / "run"
-    ckpt_dir.mkdir()
-    ckpt = write_ckpt(ckpt_dir / "last.ckpt", tiny_net(0))
-    for i in range(2):
-        write_case(tmp_path / "val", f"BraTS2021_0000{i}", blob_label(seed=i), seed=i)
+    ckpt = validation_run(tmp_path)
+    ckpt_dir = ckpt.parent
     case = write_case(tmp_path / "test", "BraTS2021_00009", blob_label(seed=9), seed=9)
 
     assert cli(["calibrate", str(tmp_path / "val"), "--ckpt", str(ckpt), "--voxels", "5000"]) == 0

@@ -71,6 +71,17 @@ def ckpts(tmp_path) -> list[Path]:
     return [write_ckpt(tmp_path / "a" / "a.ckpt", tiny_net(0)), write_ckpt(tmp_path / "b" / "b.ckpt", tiny_net(1))]
 
 
+def validation_run(tmp_path: Path, n_cases: int = 2) -> Path:
+    """A tiny model's checkpoint in ``tmp_path/run`` and ``n_cases`` labelled cases in ``tmp_path/val``
+    (what `medseg calibrate` and `medseg postprocess` take); returns the checkpoint."""
+    from conftest import blob_label, write_case
+
+    (tmp_path / "run").mkdir()
+    for i in range(n_cases):
+        write_case(tmp_path / "val", f"BraTS2021_0000{i}", blob_label(seed=i), seed=i)
+    return write_ckpt(tmp_path / "run" / "last.ckpt", tiny_net(0))
+
+
 def test_two_identical_checkpoints_equal_one(ckpts, case):
     one = Predictor.from_checkpoint(ckpts[0], device="cpu").predict_case(case, probabilities=True)
     two = Predictor.from_checkpoints([ckpts[0], ckpts[0]], device="cpu").predict_case(case, probabilities=True)

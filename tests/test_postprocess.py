@@ -146,15 +146,12 @@ def test_choose_and_score_reports_the_gain_of_what_it_chose():
 
 
 def test_postprocess_command_chooses_on_validation_cases_and_predict_applies_it(tmp_path, capsys):
-    from test_ensemble import tiny_net, write_ckpt
+    from test_ensemble import validation_run
 
     from medseg.cli import main as cli
 
-    ckpt_dir = tmp_path / "run"
-    ckpt_dir.mkdir()
-    ckpt = write_ckpt(ckpt_dir / "last.ckpt", tiny_net(0))
-    for i in range(2):
-        write_case(tmp_path / "val", f"BraTS2021_0000{i}", blob_label(seed=i), seed=i)
+    ckpt = validation_run(tmp_path)
+    ckpt_dir = ckpt.parent
     assert cli(["postprocess", str(tmp_path / "val"), "--ckpt", str(ckpt), "--objective", "dice"]) == 0
     printed = capsys.readouterr().out
     stored = json.loads((ckpt_dir / "postprocess.json").read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medseg.commands.common import add_validation_arguments, validation_cases
 from medseg.inference.calibration import FILENAME, fit_on_cases
 from medseg.io import write_atomic
 
@@ -30,11 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg calibrate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("data", type=Path, metavar="DATA", help="labelled cases the model did not train on")
-    parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoint(s); several: an ensemble, as predict")
-    parser.add_argument(
-        "--out", type=Path, metavar="FILE.json", help=f"where to write (default: {FILENAME} beside --ckpt)"
-    )
+    add_validation_arguments(parser, FILENAME)
     parser.add_argument(
         "--tta", action="store_true", help="calibrate the mirrored-average probabilities (as predict --tta)"
     )
@@ -45,16 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medseg.data.layouts import read_dataset
-    from medseg.errors import MedsegError
-    from medseg.inference import Predictor
-
     args = build_parser().parse_args(argv)
-    predictor = Predictor.from_checkpoints(args.ckpt, device=args.device, tta=args.tta)
-    index = read_dataset(args.data, task=predictor.task)
-    cases = [case for case in index.cases if case.get("label")]
-    if not cases:
-        raise MedsegError(f"{args.data}: no labelled case to calibrate on")
+    predictor, cases = validation_cases(args, "calibrate on")
     progress = lambda c: tqdm(c, desc="calibrate", unit="case", disable=None)  # noqa: E731
     config = fit_on_cases(predictor, cases, args.voxels, args.seed, progress)
     out = args.out or Path(args.ckpt[0]).parent / FILENAME

@@ -1,8 +1,11 @@
-"""What several commands print the same way."""
+"""What several commands share: how they print failures, and the arguments and cases of those that fit
+something for a model on labelled validation cases."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 
 def report_failures(failures: list[str]) -> int:
@@ -12,3 +15,27 @@ def report_failures(failures: list[str]) -> int:
         for line in failures:
             print(f"  {line}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def add_validation_arguments(parser: argparse.ArgumentParser, filename: str) -> None:
+    """DATA, ``--ckpt`` and ``--out`` of the commands that fit something for a model on labelled cases it did not
+    train on (``medseg calibrate``, ``medseg postprocess``) and store it as ``filename`` beside the checkpoint."""
+    parser.add_argument("data", type=Path, metavar="DATA", help="labelled cases the model did not train on")
+    parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoint(s); several: an ensemble, as predict")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE.json", help=f"where to write (default: {filename} beside --ckpt)"
+    )
+
+
+def validation_cases(args: argparse.Namespace, what: str):
+    """The predictor of ``args.ckpt`` (an ensemble when several; no post-processing or calibration) and the
+    labelled cases of ``args.data``; a MedsegError when there are none, saying for ``what``."""
+    from medseg.data.layouts import read_dataset
+    from medseg.errors import MedsegError
+    from medseg.inference import Predictor
+
+    predictor = Predictor.from_checkpoints(args.ckpt, device=args.device, tta=args.tta)
+    cases = [case for case in read_dataset(args.data, task=predictor.task).cases if case.get("label")]
+    if not cases:
+        raise MedsegError(f"{args.data}: no labelled case to {what}")
+    return predictor, cases

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medseg.commands.common import add_validation_arguments, validation_cases
 from medseg.inference.postprocess import FILENAME, OBJECTIVES
 from medseg.io import write_atomic
 
@@ -33,11 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg postprocess", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("data", type=Path, metavar="DATA", help="labelled cases the model did not train on")
-    parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoint(s); several: an ensemble, as predict")
-    parser.add_argument(
-        "--out", type=Path, metavar="FILE.json", help=f"where to write (default: {FILENAME} beside --ckpt)"
-    )
+    add_validation_arguments(parser, FILENAME)
     parser.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -50,17 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medseg.data.layouts import read_dataset
-    from medseg.errors import MedsegError
-    from medseg.inference import Predictor
     from medseg.inference.postprocess import segment_and_choose
 
     args = build_parser().parse_args(argv)
-    predictor = Predictor.from_checkpoints(args.ckpt, device=args.device, tta=args.tta)  # no post-processing
-    index = read_dataset(args.data, task=predictor.task)
-    cases = [case for case in index.cases if case.get("label")]
-    if not cases:
-        raise MedsegError(f"{args.data}: no labelled case to choose post-processing on")
+    predictor, cases = validation_cases(args, "choose post-processing on")
     progress = tqdm(cases, desc="segment", unit="case", disable=None)
     config, scores = segment_and_choose(predictor, progress, args.objective)
     out = args.out or Path(args.ckpt[0]).parent / FILENAME
