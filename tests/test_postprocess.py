@@ -175,3 +175,17 @@ def test_postprocess_command_without_labelled_cases_is_one_clear_error(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(MedsegError, match="empty"):
         main([str(tmp_path / "empty"), "--ckpt", str(ckpt)])
+
+
+def test_data_may_follow_the_checkpoints(tmp_path, capsys):
+    from test_ensemble import validation_run
+
+    from medseg.commands.postprocess import main
+
+    ckpt = validation_run(tmp_path, n_cases=1)
+    out = tmp_path / "chosen.json"
+    assert main(["--ckpt", str(ckpt), str(tmp_path / "val"), "--objective", "dice", "--out", str(out)]) == 0
+    assert out.is_file() and "1 case(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a checkpoint alone: DATA is missing, said by argparse
+        main(["--ckpt", str(ckpt)])
+    assert "required: DATA" in capsys.readouterr().err

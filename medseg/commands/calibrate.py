@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medseg.commands.common import add_validation_arguments, validation_cases
+from medseg.commands.common import add_validation_arguments, parse_validation_args, validation_cases
 from medseg.inference.calibration import FILENAME, fit_on_cases
 from medseg.io import write_atomic
 
@@ -23,7 +23,7 @@ used. Prints the expected calibration error (ECE: 15 bins, each output's probabi
 over the voxels the network segmented) before and after, on the voxels fitted on, and writes
 {FILENAME} beside the (first) checkpoint, where `medseg predict` finds it, or to --out.
 
-example: medseg calibrate --ckpt runs/demo/checkpoints/last.ckpt demo_run/data/val
+example: medseg calibrate demo_run/data/val --ckpt runs/demo/checkpoints/last.ckpt
 """
 
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_validation_args(build_parser(), argv)
     predictor, cases = validation_cases(args, "calibrate on")
     progress = lambda c: tqdm(c, desc="calibrate", unit="case", disable=None)  # noqa: E731
     config = fit_on_cases(predictor, cases, args.voxels, args.seed, progress)

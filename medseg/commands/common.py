@@ -20,11 +20,22 @@ def report_failures(failures: list[str]) -> int:
 def add_validation_arguments(parser: argparse.ArgumentParser, filename: str) -> None:
     """DATA, ``--ckpt`` and ``--out`` of the commands that fit something for a model on labelled cases it did not
     train on (``medseg calibrate``, ``medseg postprocess``) and store it as ``filename`` beside the checkpoint."""
-    parser.add_argument("data", type=Path, metavar="DATA", help="labelled cases the model did not train on")
+    parser.add_argument("data", type=Path, nargs="?", metavar="DATA", help="labelled cases the model did not train on")
     parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoint(s); several: an ensemble, as predict")
     parser.add_argument(
         "--out", type=Path, metavar="FILE.json", help=f"where to write (default: {filename} beside --ckpt)"
     )
+
+
+def parse_validation_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser``'s arguments (see :func:`add_validation_arguments`); DATA may also come last, after the
+    checkpoints (``--ckpt a.ckpt b.ckpt DATA``), where ``--ckpt`` would otherwise take it for one of them."""
+    args = parser.parse_args(argv)
+    if args.data is None and len(args.ckpt) > 1 and Path(args.ckpt[-1]).is_dir():
+        args.data = Path(args.ckpt.pop())
+    if args.data is None:
+        parser.error("the following arguments are required: DATA")
+    return args
 
 
 def validation_cases(args: argparse.Namespace, what: str):

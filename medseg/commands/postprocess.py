@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medseg.commands.common import add_validation_arguments, validation_cases
+from medseg.commands.common import add_validation_arguments, parse_validation_args, validation_cases
 from medseg.inference.postprocess import FILENAME, OBJECTIVES
 from medseg.io import write_atomic
 
@@ -26,7 +26,7 @@ optimistic: judge the result on other held-out cases.
 DATA is any dataset medseg trains from (BraTS, MSD, nnU-Net, a datalist); every labelled case in it is
 used.
 
-example: medseg postprocess --ckpt runs/demo/checkpoints/last.ckpt demo_run/data/val
+example: medseg postprocess demo_run/data/val --ckpt runs/demo/checkpoints/last.ckpt
 """
 
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from medseg.inference.postprocess import segment_and_choose
 
-    args = build_parser().parse_args(argv)
+    args = parse_validation_args(build_parser(), argv)
     predictor, cases = validation_cases(args, "choose post-processing on")
     progress = tqdm(cases, desc="segment", unit="case", disable=None)
     config, scores = segment_and_choose(predictor, progress, args.objective)
