@@ -31,13 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg calibrate", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_validation_arguments(parser, FILENAME)
-    parser.add_argument(
-        "--tta", action="store_true", help="calibrate the mirrored-average probabilities (as predict --tta)"
-    )
+    add_validation_arguments(parser, FILENAME, "calibrate the mirrored-average probabilities (as predict --tta)")
     parser.add_argument("--voxels", type=int, default=200_000, help="voxels sampled per case (default: 200000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the voxel sample (default: 0)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     return parser
 
 

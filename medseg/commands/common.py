@@ -17,14 +17,17 @@ def report_failures(failures: list[str]) -> int:
     return 1 if failures else 0
 
 
-def add_validation_arguments(parser: argparse.ArgumentParser, filename: str) -> None:
-    """DATA, ``--ckpt`` and ``--out`` of the commands that fit something for a model on labelled cases it did not
-    train on (``medseg calibrate``, ``medseg postprocess``) and store it as ``filename`` beside the checkpoint."""
+def add_validation_arguments(parser: argparse.ArgumentParser, filename: str, tta_help: str) -> None:
+    """DATA, ``--ckpt``, ``--out``, ``--tta`` and ``--device`` (what :func:`validation_cases` reads) of the
+    commands that fit something for a model on labelled cases it did not train on (``medseg calibrate``,
+    ``medseg postprocess``) and store it as ``filename`` beside the checkpoint."""
     parser.add_argument("data", type=Path, nargs="?", metavar="DATA", help="labelled cases the model did not train on")
     parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoint(s); several: an ensemble, as predict")
     parser.add_argument(
         "--out", type=Path, metavar="FILE.json", help=f"where to write (default: {filename} beside --ckpt)"
     )
+    parser.add_argument("--tta", action="store_true", help=tta_help)
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
 
 
 def parse_validation_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

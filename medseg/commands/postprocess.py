@@ -34,15 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg postprocess", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_validation_arguments(parser, FILENAME)
+    add_validation_arguments(parser, FILENAME, "segment with mirrored passes (as predict --tta)")
     parser.add_argument(
         "--objective",
         choices=OBJECTIVES,
         default="both",
         help="what the post-processing must raise: voxel-wise Dice, lesion-wise Dice, or their mean (default)",
     )
-    parser.add_argument("--tta", action="store_true", help="segment with mirrored passes (as predict --tta)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     return parser
 
 
