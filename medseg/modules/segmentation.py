@@ -10,7 +10,8 @@ decides the loss and the metrics. Batch contract (from ``medseg.data.datamodule`
 
 Loss: regions, soft Dice + BCE on sigmoids (``DiceBCELoss``); classes, soft Dice + cross-entropy on the
 softmax (``DiceCELoss``); ``blob_weight`` adds a soft Dice per truth lesion (:mod:`medseg.losses.blob`).
-Logged: ``train/loss``, ``train/dice``, ``train/bce`` (``train/ce``, ``train/blob``);
+Logged: ``train/loss``, ``train/dice``, ``train/bce`` (``train/ce``, ``train/blob``; ``train/ds``, the lower
+resolutions' share of the loss, for a net with ``deep_supervision``: :mod:`medseg.losses.deep_supervision`);
 ``val/loss``, ``val/dice_<output>`` per region or foreground class (``val/dice_tc``, ``val/dice_liver``),
 ``val/dice_mean`` over them (+ ``val/hd95_*`` when ``val_hd95``), ``val/ece_<output>`` (expected calibration
 error of the probabilities over the validation crop, :mod:`medseg.metrics.calibration`); the same under ``test/``.
@@ -28,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from medseg.errors import ConfigError
-from medseg.losses import DiceBCELoss, DiceCELoss
+from medseg.losses import DiceBCELoss, DiceCELoss, deep_supervision_loss
 from medseg.metrics.calibration import calibration_error
 from medseg.metrics.segmentation import dice, hd95, metric_keys
 from medseg.modules.finetune import drop_gradients, encoder_parameters, layer_decay_groups
@@ -207,8 +208,12 @@ class SegmentationModule(pl.LightningModule):
             drop_gradients(self._frozen)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])  # [B, R or K+1, *roi]
-        losses = self.loss(logits, batch["label"])
+        if getattr(self.net, "deep_supervision", 0):  # logits at full resolution, then 1/2, 1/4 ... of the roi
+            outputs = self.net.forward_deep(batch["image"])
+            logits, losses = outputs[0], deep_supervision_loss(self.loss, outputs, batch["label"])
+        else:
+            logits = self(batch["image"])  # [B, R or K+1, *roi]
+            losses = self.loss(logits, batch["label"])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(logits))
         return losses["loss"]
 

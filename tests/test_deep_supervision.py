@@ -1,0 +1,77 @@
+"""Deep supervision (medseg.losses.deep_supervision, SwinUNETR(deep_supervision=...)): nnU-Net's weighting,
+the downsampled targets, and a net whose inference path and state_dict stay MONAI's."""
+
+import pytest
+import torch
+from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
+
+from medseg.losses import DiceBCELoss, DiceCELoss, deep_supervision_loss
+from medseg.losses.deep_supervision import deep_supervision_weights
+from medseg.modules.segmentation import SegmentationModule
+from medseg.nets import SwinUNETR
+
+
+def tiny(**kwargs) -> SwinUNETR:
+    torch.manual_seed(0)
+    return SwinUNETR(in_channels=4, out_channels=3, feature_size=12, **kwargs)
+
+
+def test_weights_halve_per_resolution_and_sum_to_one():
+    assert deep_supervision_weights(1) == [1.0]
+    assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+
+
+def test_one_output_is_the_plain_loss():
+    logits, target = torch.randn(2, 3, 8, 8, 8), (torch.rand(2, 3, 8, 8, 8) > 0.5).float()
+    loss = DiceBCELoss()
+    assert torch.allclose(deep_supervision_loss(loss, [logits], target)["loss"], loss(logits, target)["loss"])
+
+
+@pytest.mark.parametrize("kind", ["regions", "classes"])
+def test_lower_resolutions_are_scored_against_the_label_taken_every_second_voxel(kind):
+    torch.manual_seed(0)
+    if kind == "regions":
+        loss, target = DiceBCELoss(), (torch.rand(1, 3, 8, 8, 8) > 0.5).float()
+        small = target[:, :, ::2, ::2, ::2]  # nearest neighbour at half resolution
+    else:
+        loss, target = DiceCELoss(), torch.randint(0, 3, (1, 1, 8, 8, 8)).float()
+        small = target[:, :, ::2, ::2, ::2]
+    full, half = torch.randn(1, 3, 8, 8, 8), torch.randn(1, 3, 4, 4, 4)
+    parts = deep_supervision_loss(loss, [full, half], target)
+    expected = 2 / 3 * loss(full, target)["loss"] + 1 / 3 * loss(half, small)["loss"]
+    assert torch.allclose(parts["loss"], expected)
+    assert torch.allclose(parts["ds"], 1 / 3 * loss(half, small)["loss"])
+    assert torch.allclose(parts["dice"], loss(full, target)["dice"])  # the logged parts are full resolution
+
+
+def test_heads_give_logits_at_half_quarter_and_eighth_resolution():
+    net = tiny(deep_supervision=3)
+    outputs = net.forward_deep(torch.randn(1, 4, 64, 64, 32))
+    assert [tuple(o.shape) for o in outputs] == [(1, 3, 64, 64, 32), (1, 3, 32, 32, 16), (1, 3, 16, 16, 8),
+                                                 (1, 3, 8, 8, 4)]  # fmt: skip
+
+
+def test_forward_is_monais_and_the_state_dict_only_adds_the_heads():
+    net, x = tiny(deep_supervision=2).eval(), torch.randn(1, 4, 64, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net(x), net.forward_deep(x)[0])
+    monai_keys = set(MonaiSwinUNETR(in_channels=4, out_channels=3, feature_size=12).state_dict())
+    assert set(tiny().state_dict()) == monai_keys
+    assert set(net.state_dict()) - monai_keys == {f"ds_heads.{i}.{p}" for i in range(2) for p in ("weight", "bias")}
+
+
+def test_out_of_range_heads_fail_with_the_allowed_range():
+    with pytest.raises(ValueError, match="0 to 3"):
+        tiny(deep_supervision=4)
+
+
+def test_module_trains_every_head():
+    module = SegmentationModule(net=tiny(deep_supervision=2), roi_size=(32, 32, 32))
+    logged = {}
+    module.log_dict = lambda values, **k: logged.update(values)  # no trainer attached
+    label = torch.zeros(1, 3, 32, 32, 32)
+    label[:, :, 8:20, 8:20, 8:20] = 1
+    loss = module.training_step({"image": torch.randn(1, 4, 32, 32, 32), "label": label}, 0)
+    loss.backward()
+    assert {"train/loss", "train/dice", "train/bce", "train/ds"} <= set(logged)
+    assert all(head.weight.grad is not None and head.weight.grad.abs().sum() > 0 for head in module.net.ds_heads)
