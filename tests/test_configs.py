@@ -50,3 +50,8 @@ def test_pretrain_config_composes_with_the_pretraining_module_and_data(tmp_path,
     assert config["model"]["class_path"] == "medseg.modules.pretrain.PretrainModule"
     assert config["data"]["class_path"] == "medseg.data.unlabelled.UnlabelledDataModule"
     assert config["trainer"]["precision"] == "32-true" and config["trainer"]["max_steps"] == 400
+
+
+def test_brats_config_trains_with_deep_supervision(tmp_path, monkeypatch, capsys):
+    net = _resolved(tmp_path, monkeypatch, capsys, "--config", str(CONFIGS / "swin_unetr_brats.yaml"))["model"]
+    assert net["init_args"]["net"]["init_args"]["deep_supervision"] == 3

@@ -4,7 +4,11 @@ the downsampled targets, and a net whose inference path and state_dict stay MONA
 import pytest
 import torch
 from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
+from test_cli import fit_args
 
+from medseg.cli import main
+from medseg.data.demo import generate_dataset
+from medseg.inference.checkpoint import load_checkpoint
 from medseg.losses import DiceBCELoss, DiceCELoss, deep_supervision_loss
 from medseg.losses.deep_supervision import deep_supervision_weights
 from medseg.modules.segmentation import SegmentationModule
@@ -75,3 +79,20 @@ def test_module_trains_every_head():
     loss.backward()
     assert {"train/loss", "train/dice", "train/bce", "train/ds"} <= set(logged)
     assert all(head.weight.grad is not None and head.weight.grad.abs().sum() > 0 for head in module.net.ds_heads)
+
+
+def test_fit_with_heads_then_predict_and_export_without_them(tmp_path, capsys):
+    """The CLI end to end: the heads train and are saved, the checkpoint loads, the export leaves them out."""
+    generate_dataset(tmp_path / "train", 2, seed=4, shape=(48, 48, 32))
+    swin = ["--model.init_args.net", "medseg.nets.SwinUNETR", "--model.init_args.net.in_channels", "4",
+            "--model.init_args.net.out_channels", "3", "--model.init_args.net.feature_size", "12",
+            "--model.init_args.net.deep_supervision", "2"]  # fmt: skip
+    assert main(fit_args(tmp_path, tmp_path / "run", 2, net=swin, roi="[64, 32, 32]")) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module, _ = load_checkpoint(ckpt, SegmentationModule)
+    assert module.net.deep_supervision == 2 and len(module.net.ds_heads) == 2
+    case = str(tmp_path / "train" / "BraTS2021_00000")
+    assert main(["predict", case, "--ckpt", str(ckpt), "--out", str(tmp_path / "pred")]) == 0
+    export = ["export", "--ckpt", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "model.pt")]
+    assert main(export) == 0  # (ONNX refuses instance norm over this roi's 2 x 1 x 1 bottleneck; 64^3 exports)
+    assert float(capsys.readouterr().out.strip().splitlines()[-1].rsplit(":", 1)[1]) < 1e-4
