@@ -17,7 +17,8 @@ spacing is along R, A, S (the datamodule reorients to RAS before it resamples).
   feature_size 12 is what the CPU demo trains in minutes); GPU 128^3 at 24 GiB or more, scaled with
   memory below that, never under 64^3.
 - Batch 1; 2 on a GPU of 40 GiB or more. ``feature_size`` 12 on CPU, 48 on GPU (gradient checkpointing on).
-  Deep supervision at 1/2, 1/4 and 1/8 resolution (``deep_supervision: 3``), as nnU-Net trains.
+  Regions tasks: deep supervision at 1/2, 1/4 and 1/8 resolution (``deep_supervision: 3``), as nnU-Net
+  trains; classes tasks train without it (on the CT demo it lost one organ, docs/benchmarks.md).
 - Steps: ``max_steps`` or 400 (CPU) / 25,000 (GPU). AdamW with warm-up and cosine decay; lr 5e-3 on CPU
   (configs/swin_unetr_demo.yaml: a short budget), 1e-4 on GPU (MONAI's Swin UNETR recipes,
   configs/swin_unetr_brats.yaml).
@@ -184,7 +185,8 @@ def plan(
     trainer["logger"] = {**LOGGER, "init_args": {**LOGGER["init_args"], "save_dir": root}}
     net = {"in_channels": task.in_channels, "out_channels": task.out_channels, "feature_size": 48 if gpu else 12}
     net["use_checkpoint"] = gpu
-    net["deep_supervision"] = 3
+    if task.kind == "regions":  # + 0.005 Dice on the hard BraTS data; the CT demo (classes) lost an organ with it
+        net["deep_supervision"] = 3
     model = {
         "net": {"class_path": NET, "init_args": net},
         "roi_size": roi,
@@ -223,6 +225,7 @@ def describe_plan(fingerprint: dict, config: dict) -> list[str]:
     """What the plan decided and from what, a line each (printed by ``medseg plan`` and kept in the file)."""
     spacing = target_spacing([c["spacing"] for c in fingerprint["cases"]])
     data, model = config["data"]["init_args"], config["model"]["init_args"]
+    net = model["net"]["init_args"]
     trainer = config["trainer"]
     mm = " x ".join(f"{s:.3g}" for s in spacing)
     lines = [
@@ -231,9 +234,10 @@ def describe_plan(fingerprint: dict, config: dict) -> list[str]:
         "median foreground shape at that spacing "
         + " x ".join(f"{s:.0f}" for s in median_resampled_shape(fingerprint, spacing))
         + f" -> roi {' x '.join(str(s) for s in data['roi_size'])}",
-        f"batch {data['batch_size']}, feature_size {model['net']['init_args']['feature_size']}, "
-        f"deep supervision at {model['net']['init_args'].get('deep_supervision', 0)} lower resolutions, "
-        f"{trainer['max_steps']} steps at lr {model['lr']:g}, precision {trainer['precision']}, cache {data['cache']}",
+        f"batch {data['batch_size']}, feature_size {net['feature_size']}, "
+        + ("deep supervision at 1/2, 1/4, 1/8, " if net.get("deep_supervision") else "")
+        + f"{trainer['max_steps']} steps at lr {model['lr']:g}, precision {trainer['precision']}, "
+        f"cache {data['cache']}",
         "MR channels N4 bias-field corrected" if data.get("bias_field") else "no bias-field correction (no MR channel)",
         "validation off (every case trains)"
         if trainer.get("limit_val_batches") == 0

@@ -190,8 +190,7 @@ def test_plan_for_ct_on_cpu(ct_fingerprint, ct_data):
     config = plan(fingerprint, task, ct_data, "cpu", layout="msd")
     model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
     net = model["net"]["init_args"]
-    assert net == {"in_channels": 1, "out_channels": 3, "feature_size": 12, "use_checkpoint": False,
-                   "deep_supervision": 3}  # fmt: skip
+    assert net == {"in_channels": 1, "out_channels": 3, "feature_size": 12, "use_checkpoint": False}  # classes
     assert model["roi_size"] == data["roi_size"] == [32, 32, 64]  # tiny cases: one side 64
     assert data["pixdim"] == pytest.approx([0.8, 0.8, 2.65]) and data["augment"] == "nnunet"
     assert data["bias_field"] is None  # CT: intensities in HU, no bias field
@@ -214,8 +213,13 @@ def test_plan_for_gpu_and_no_resampling_when_spacings_agree(tmp_path):
     config = plan(fingerprint, index.task, root, "gpu", memory_gib=80, max_steps=2000, name="my run")
     model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
     net = model["net"]["init_args"]
-    assert net == {"in_channels": 4, "out_channels": 3, "feature_size": 48, "use_checkpoint": True,
-                   "deep_supervision": 3}  # fmt: skip
+    assert net == {
+        "in_channels": 4,
+        "out_channels": 3,
+        "feature_size": 48,
+        "use_checkpoint": True,
+        "deep_supervision": 3,
+    }  # fmt: skip  (regions)
     assert data["pixdim"] is None and data["batch_size"] == 2 and len(cases) == 2
     assert data["bias_field"] == "n4"  # MR channels
     assert data["task"]["regions"] == {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
