@@ -6,7 +6,9 @@
 #   AUGMENT_dice (nnunet_dice, light_dice): that augmentation with the soft Dice loss alone (bce_weight 0);
 #   monai_n4: the MONAI loop with medseg's N4 bias-field correction (monai_baseline.py --bias-field n4).
 # medseg fits get N4 (bias_field n4, fit's default since 32246dd; the demo config turns it off): measurements
-# before it are FIT_ARGS="--data.init_args.bias_field null".
+# before it are FIT_ARGS="--data.init_args.bias_field null"; and deep supervision (deep_supervision 3, what
+# medseg plan writes for regions tasks since the ninth measurement): measurements before it are
+# FIT_ARGS="--model.init_args.net.init_args.deep_supervision 0".
 # Environment (each printed with the run): MEDSEG_STEPS (380), MONAI_STEPS (282): the step budgets, e.g.
 # MEDSEG_STEPS = MONAI_STEPS x (MONAI s/step / medseg s/step) for the same wall time on the host at hand;
 # FIT_ARGS: extra `medseg fit` arguments (a lever), TAG: a suffix for the run folder (OUT/RECIPE-TAG);
@@ -42,7 +44,7 @@ for recipe in $RECIPES; do
       --data.init_args.augment "${recipe%_dice}" --trainer.max_steps "$MEDSEG_STEPS" --trainer.default_root_dir "$run" \
       --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
       --trainer.enable_progress_bar false --seed_everything "$seed" --data.init_args.seed "$seed" \
-      --data.init_args.bias_field n4 \
+      --data.init_args.bias_field n4 --model.init_args.net.init_args.deep_supervision 3 \
       "${loss[@]}" "${fit_args[@]}"
     echo "$recipe: trained in $(( $(date +%s) - start )) s"
     $M predict "$TEST" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
