@@ -12,6 +12,7 @@ segments exactly as the checkpoint.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,12 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", seed: int
         reference = net(sample).numpy()  # [1, R or K+1, *roi]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp, torch.no_grad():
+    with atomic_path(out) as tmp, torch.no_grad(), warnings.catch_warnings():
+        # the trace is exact at this window size (module docstring), and the export is checked against
+        # PyTorch below: the tracer's warnings about constants, and ONNX's about instance norm's train
+        # flag (its statistics are per input either way), are nothing a user can act on
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*operator 'instance_norm' is set to train=True")
         if fmt == "onnx":
             torch.onnx.export(
                 net, (sample,), str(tmp), dynamo=False, opset_version=17, input_names=["image"],
