@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import load_script
 from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
 from test_cli import fit_args
 
@@ -101,3 +102,7 @@ def test_fit_with_heads_then_predict_and_export_without_them(tmp_path, capsys):
         assert main(export) == 0  # (ONNX refuses instance norm over this roi's 2 x 1 x 1 bottleneck; 64^3 exports)
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]  # nothing to act on
     assert float(capsys.readouterr().out.strip().splitlines()[-1].rsplit(":", 1)[1]) < 1e-4
+    load_script("ds_heads").main([str(ckpt), str(tmp_path / "train")])  # what each head predicts (a diagnostic)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines[1:]] == ["full resolution", "head 1/2", "head 1/4"]
+    assert lines[0].endswith("outputs: TC, WT, ET") and "(32, 16, 16): voxels won [" in lines[2]

@@ -1,0 +1,57 @@
+"""What each deep-supervision head of a Swin UNETR checkpoint predicts on one case (issue 13's CT collapse).
+
+    .venv/bin/python scripts/ds_heads.py runs/ctdemo_ds3/run/checkpoints/last.ckpt runs/ctdemo_ds3/data
+
+Preprocesses the case (``--case``, index into the dataset's cases, default 0) as `medseg predict` does, runs
+``SwinUNETR.forward_deep`` on the roi-sized window at the volume's corner (zero-padded where the volume is
+smaller), and prints for the full-resolution output and each lower-resolution head: its shape, how many
+voxels each output wins (argmax for classes, above 0.5 for regions) and each output's highest probability. A
+class that the lower heads segment but the full-resolution output never predicts has been lost in the last
+decoder stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ckpt")
+    parser.add_argument("data", help="a dataset medseg reads (the case is taken from its cases)")
+    parser.add_argument("--case", type=int, default=0)
+    args = parser.parse_args(argv)
+    from medseg.data.layouts import read_dataset
+    from medseg.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(args.ckpt, device="cpu")
+    net, task = predictor.module.net, predictor.task
+    if not getattr(net, "deep_supervision", 0):
+        raise SystemExit(f"{args.ckpt}: this network has no deep-supervision heads")
+    case = read_dataset(args.data, task=task).cases[args.case]
+    image = predictor.transform(case)["image"].as_tensor()  # [C, X, Y, Z]
+    roi = predictor.module.hparams.roi_size
+    pad = [p for size, side in zip(reversed(image.shape[1:]), reversed(roi)) for p in (0, max(side - size, 0))]
+    window = F.pad(image, pad)[None, :, : roi[0], : roi[1], : roi[2]]  # [1, C, *roi], zeros past a small volume
+    with torch.inference_mode():
+        outputs = net.forward_deep(window)
+    names = ("background", *task.outputs) if task.kind == "classes" else task.outputs
+    print(f"{case['case_id']}, window {tuple(roi)} at the corner; outputs: {', '.join(names)}")
+    for i, logits in enumerate(outputs):
+        if task.kind == "classes":
+            probs = logits.softmax(1)[0]
+            wins = np.bincount(probs.argmax(0).flatten().numpy(), minlength=len(names))
+        else:
+            probs = logits.sigmoid()[0]
+            wins = (probs > 0.5).flatten(1).sum(1).numpy()
+        where = "full resolution" if i == 0 else f"head 1/{2**i}"
+        print(f"{where} {tuple(logits.shape[2:])}: voxels won {wins.tolist()}, "
+              f"highest probability {[round(float(p), 3) for p in probs.flatten(1).amax(1)]}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
