@@ -24,7 +24,7 @@ THRESHOLDS = np.round(np.arange(0.2, 0.81, 0.05), 2)
 
 
 def dump(run: Path, split: str, data: Path) -> list[dict]:
-    """The cases of ``data`` segmented by ``run``'s checkpoint: probabilities, truth and predicted masks."""
+    """The cases of ``data`` segmented by ``run``'s checkpoint: each case's probabilities and truth masks."""
     from medseg.data.layouts import read_dataset
     from medseg.evaluation import read_label_map
     from medseg.inference import Predictor

@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     net, task = predictor.module.net, predictor.task
     if not getattr(net, "deep_supervision", 0):
         raise SystemExit(f"{args.ckpt}: this network has no deep-supervision heads")
-    case = read_dataset(args.data, task=task).cases[args.case]
+    cases = read_dataset(args.data, task=task).cases
+    if not 0 <= args.case < len(cases):
+        parser.error(f"--case {args.case}: {args.data} has {len(cases)} case(s), numbered from 0")
+    case = cases[args.case]
     image = predictor.transform(case)["image"].as_tensor()  # [C, X, Y, Z]
     roi = predictor.module.hparams.roi_size
     pad = [p for size, side in zip(reversed(image.shape[1:]), reversed(roi)) for p in (0, max(side - size, 0))]
