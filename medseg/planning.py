@@ -18,7 +18,8 @@ spacing is along R, A, S (the datamodule reorients to RAS before it resamples).
   memory below that, never under 64^3.
 - Batch 1; 2 on a GPU of 40 GiB or more. ``feature_size`` 12 on CPU, 48 on GPU (gradient checkpointing on).
   Regions tasks: deep supervision at 1/2, 1/4 and 1/8 resolution (``deep_supervision: 3``), as nnU-Net
-  trains; classes tasks train without it (on the CT demo it lost one organ, docs/benchmarks.md).
+  trains; classes tasks train without it (on the CT demo it lost a whole organ in one seed of four,
+  docs/benchmarks.md).
 - Steps: ``max_steps`` or 400 (CPU) / 25,000 (GPU). AdamW with warm-up and cosine decay; lr 5e-3 on CPU
   (configs/swin_unetr_demo.yaml: a short budget), 1e-4 on GPU (MONAI's Swin UNETR recipes,
   configs/swin_unetr_brats.yaml).
@@ -185,7 +186,7 @@ def plan(
     trainer["logger"] = {**LOGGER, "init_args": {**LOGGER["init_args"], "save_dir": root}}
     net = {"in_channels": task.in_channels, "out_channels": task.out_channels, "feature_size": 48 if gpu else 12}
     net["use_checkpoint"] = gpu
-    if task.kind == "regions":  # + 0.005 Dice on the hard BraTS data; the CT demo (classes) lost an organ with it
+    if task.kind == "regions":  # +0.005 Dice on hard BraTS data; the CT demo (classes) lost an organ, 1 seed in 4
         net["deep_supervision"] = 3
     model = {
         "net": {"class_path": NET, "init_args": net},

@@ -45,20 +45,16 @@ def dump(run: Path, split: str, data: Path) -> list[dict]:
     return [dict(np.load(f)) for f in sorted(out.glob("*.npz"))]
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
-
-
 def scores(task, cases: list[dict], thresholds) -> np.ndarray:
     """[cases, regions] Dice with each region's probability cut at ``thresholds``."""
+    from medseg.metrics.segmentation import dice
+
     rows = []
     for case in cases:
         prob = case["prob"].astype(np.float32)
         masks = torch.from_numpy(np.stack([prob[i] > t for i, t in enumerate(thresholds)]))
-        label = task.from_masks(masks).numpy().astype(np.int64)
-        painted = task.to_masks(label).numpy()
-        rows.append([dice(painted[i], case["truth"][i]) for i in range(len(thresholds))])
+        painted = task.to_masks(task.from_masks(masks).long())  # [N, *spatial], as the label map reads back
+        rows.append(dice(painted[None], torch.from_numpy(case["truth"])[None])[0].numpy())  # [N]
     return np.array(rows)
 
 

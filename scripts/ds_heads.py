@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from monai.transforms import SpatialPad
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     case = cases[args.case]
     image = predictor.transform(case)["image"].as_tensor()  # [C, X, Y, Z]
     roi = predictor.module.hparams.roi_size
-    pad = [p for size, side in zip(reversed(image.shape[1:]), reversed(roi)) for p in (0, max(side - size, 0))]
-    window = F.pad(image, pad)[None, :, : roi[0], : roi[1], : roi[2]]  # [1, C, *roi], zeros past a small volume
+    padded = SpatialPad(roi, method="end")(image)  # zeros past a volume smaller than the roi
+    window = torch.as_tensor(padded)[None, :, : roi[0], : roi[1], : roi[2]]  # [1, C, *roi]
     with torch.inference_mode():
         outputs = net.forward_deep(window)
     names = ("background", *task.outputs) if task.kind == "classes" else task.outputs
