@@ -16,15 +16,20 @@ class DiceBCELoss(nn.Module):
     MONAI's ``DiceCELoss`` applies a softmax cross-entropy to multi-channel input even with
     ``sigmoid=True``, which is wrong for nested regions; hence this pairing.
 
+    ``squared_pred``: the Dice denominator sums squared probabilities (MONAI's BraTS reference, the default);
+    False sums them as they are (nnU-Net's soft Dice).
+
     Returns a dict of named parts: ``loss`` (what is optimised), ``dice``, ``bce`` (and ``blob`` when on).
     """
 
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, blob_weight: float = 0.0) -> None:
+    def __init__(
+        self, dice_weight: float = 1.0, bce_weight: float = 1.0, blob_weight: float = 0.0, squared_pred: bool = True
+    ) -> None:
         super().__init__()
         self.dice_weight, self.bce_weight, self.blob_weight = dice_weight, bce_weight, blob_weight
         # MONAI's BraTS reference settings: no numerator smoothing, so a region absent from a crop adds
-        # no push towards predicting nothing (BCE handles background); squared terms in the denominator
-        self.dice = DiceLoss(sigmoid=True, squared_pred=True, smooth_nr=0.0, smooth_dr=1e-5)
+        # no push towards predicting nothing (BCE handles background)
+        self.dice = DiceLoss(sigmoid=True, squared_pred=squared_pred, smooth_nr=0.0, smooth_dr=1e-5)
         self.bce = nn.BCEWithLogitsLoss()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

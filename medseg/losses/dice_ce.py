@@ -16,12 +16,22 @@ class DiceCELoss(nn.Module):
     that times the blob Dice of the foreground classes (:mod:`medseg.losses.blob`; part ``blob``).
 
     The Dice term leaves the background out, so the organs, not the abdomen around them, set its scale.
+    ``squared_pred``: the Dice denominator sums squared probabilities (off by default, as MONAI's and nnU-Net's).
     """
 
-    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, blob_weight: float = 0.0) -> None:
+    def __init__(
+        self, dice_weight: float = 1.0, ce_weight: float = 1.0, blob_weight: float = 0.0, squared_pred: bool = False
+    ) -> None:
         super().__init__()
         self.dice_weight, self.ce_weight, self.blob_weight = dice_weight, ce_weight, blob_weight
-        self.dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, smooth_nr=0.0, smooth_dr=1e-5)
+        self.dice = DiceLoss(
+            to_onehot_y=True,
+            softmax=True,
+            include_background=False,
+            squared_pred=squared_pred,
+            smooth_nr=0.0,
+            smooth_dr=1e-5,
+        )
         self.ce = nn.CrossEntropyLoss()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

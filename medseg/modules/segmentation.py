@@ -52,6 +52,7 @@ class SegmentationModule(pl.LightningModule):
         dice_weight: float = 1.0,
         bce_weight: float = 1.0,
         blob_weight: float = 0.0,
+        squared_dice: bool | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.25,
         sw_mode: Literal["constant", "gaussian"] = "constant",
@@ -83,6 +84,8 @@ class SegmentationModule(pl.LightningModule):
             bce_weight: weight of the cross-entropy term (binary for regions, softmax for classes).
             blob_weight: weight of the blob Dice (:mod:`medseg.losses.blob`): a soft Dice per truth lesion, so
                 small lesions count as much as large ones, as the lesion-wise scores do; 0 turns it off.
+            squared_dice: the soft Dice's denominator sums squared probabilities; default (None): yes for regions
+                (MONAI's BraTS reference), no for classes (MONAI's BTCV and nnU-Net's soft Dice).
             sw_batch_size: windows per forward in sliding-window inference.
             sw_overlap: overlap of neighbouring windows (0 to <1).
             sw_mode: blending of overlapping windows: ``constant`` or ``gaussian``.
@@ -123,7 +126,7 @@ class SegmentationModule(pl.LightningModule):
             )
         self.net = net
         self.task = get_task("brats2021")
-        self.loss = DiceBCELoss(dice_weight, bce_weight, blob_weight)
+        self.loss = DiceBCELoss(dice_weight, bce_weight, blob_weight, squared_dice is not False)
         if pretrained:
             rank_zero_info(str(load_pretrained(self.net, pretrained)))
         self._frozen = encoder_parameters(net) if freeze_encoder_steps > 0 else []
@@ -143,10 +146,11 @@ class SegmentationModule(pl.LightningModule):
         check_net(self.net, task)
         self.task = task
         h = self.hparams
+        squared = h.get("squared_dice")
         self.loss = (
-            DiceBCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0))
+            DiceBCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0), squared is not False)
             if task.kind == "regions"
-            else DiceCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0))
+            else DiceCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0), bool(squared))
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
