@@ -5,9 +5,10 @@
 Preprocesses the case (``--case``, index into the dataset's cases, default 0) as `medseg predict` does, runs
 ``SwinUNETR.forward_deep`` on the roi-sized window at the volume's corner (zero-padded where the volume is
 smaller), and prints for the full-resolution output and each lower-resolution head: its shape, how many
-voxels each output wins (argmax for classes, above 0.5 for regions) and each output's highest probability. A
-class that the lower heads segment but the full-resolution output never predicts has been lost in the last
-decoder stage.
+voxels each output wins (argmax for classes, above 0.5 for regions) and each output's highest probability;
+for classes, also what the full-resolution output says where the head at 1/2 puts each class. A class that
+the lower heads segment but the full-resolution output never predicts has been lost in the last decoder
+stage.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import SpatialPad
 
 
@@ -54,6 +56,20 @@ def main(argv: list[str] | None = None) -> None:
         where = "full resolution" if i == 0 else f"head 1/{2**i}"
         print(f"{where} {tuple(logits.shape[2:])}: voxels won {wins.tolist()}, "
               f"highest probability {[round(float(p), 3) for p in probs.flatten(1).amax(1)]}")  # fmt: skip
+    if task.kind == "classes" and len(outputs) > 1:
+        print("where the head at 1/2 puts each class, what the full resolution says (voxels per output):")
+        for name, said in zip(names, head_against_full(outputs[0], outputs[1])):
+            print(f"  {name}: {said.tolist()}")
+
+
+def head_against_full(full: torch.Tensor, half: torch.Tensor) -> np.ndarray:
+    """Class logits at full resolution [1, K, *spatial] and at 1/2 [1, K, *spatial / 2] -> counts [K, K]:
+    row c, what the full-resolution argmax says on the voxels where the head's argmax (taken at full
+    resolution, nearest) is c."""
+    said = full.argmax(1)[0]  # [*spatial]
+    head = F.interpolate(half.argmax(1, keepdim=True).float(), size=said.shape, mode="nearest")[0, 0].long()
+    classes = full.shape[1]
+    return np.bincount((head * classes + said).flatten().numpy(), minlength=classes * classes).reshape(classes, -1)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,12 @@ def test_fit_with_heads_then_predict_and_export_without_them(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" (")[0] for line in lines[1:]] == ["full resolution", "head 1/2", "head 1/4"]
     assert lines[0].endswith("outputs: TC, WT, ET") and "(32, 16, 16): voxels won [" in lines[2]
+
+
+def test_ds_heads_counts_what_full_resolution_says_where_the_head_puts_each_class():
+    half = torch.zeros(1, 3, 2, 2, 2)
+    half[:, 2, 0] = 5.0  # the head: class 2 on the first half (4 voxels at 1/2, 32 at full), else class 0
+    full = torch.zeros(1, 3, 4, 4, 4)
+    full[:, 1, :2, :, :2] = 5.0  # full resolution: class 1 on half of the head's class-2 voxels, else class 0
+    counts = load_script("ds_heads").head_against_full(full, half)
+    assert counts.tolist() == [[32, 0, 0], [0, 0, 0], [16, 16, 0]]
