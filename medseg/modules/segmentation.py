@@ -85,7 +85,8 @@ class SegmentationModule(pl.LightningModule):
             blob_weight: weight of the blob Dice (:mod:`medseg.losses.blob`): a soft Dice per truth lesion, so
                 small lesions count as much as large ones, as the lesion-wise scores do; 0 turns it off.
             squared_dice: the soft Dice's denominator sums squared probabilities; default (None): yes for regions
-                (MONAI's BraTS reference), no for classes (MONAI's BTCV and nnU-Net's soft Dice).
+                (MONAI's BraTS reference), no for classes (MONAI's BTCV and nnU-Net's soft Dice). On the hard
+                BraTS demo data the plain denominator lost 0.009 mean Dice (docs/benchmarks.md).
             sw_batch_size: windows per forward in sliding-window inference.
             sw_overlap: overlap of neighbouring windows (0 to <1).
             sw_mode: blending of overlapping windows: ``constant`` or ``gaussian``.
