@@ -127,7 +127,7 @@ class SegmentationModule(pl.LightningModule):
             )
         self.net = net
         self.task = get_task("brats2021")
-        self.loss = DiceBCELoss(dice_weight, bce_weight, blob_weight, squared_dice is not False)
+        self.loss = self.loss_for("regions")
         if pretrained:
             rank_zero_info(str(load_pretrained(self.net, pretrained)))
         self._frozen = encoder_parameters(net) if freeze_encoder_steps > 0 else []
@@ -146,13 +146,16 @@ class SegmentationModule(pl.LightningModule):
         task = get_task(task)
         check_net(self.net, task)
         self.task = task
+        self.loss = self.loss_for(task.kind)
+
+    def loss_for(self, kind: str) -> nn.Module:
+        """The loss of a ``regions`` or ``classes`` task from the hyperparameters (those an older checkpoint
+        lacks at their defaults); ``squared_dice`` None leaves each loss its own denominator."""
         h = self.hparams
         squared = h.get("squared_dice")
-        self.loss = (
-            DiceBCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0), squared is not False)
-            if task.kind == "regions"
-            else DiceCELoss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0), bool(squared))
-        )
+        options = {} if squared is None else {"squared_pred": squared}
+        loss = DiceBCELoss if kind == "regions" else DiceCELoss
+        return loss(h.dice_weight, h.bce_weight, h.get("blob_weight", 0.0), **options)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image [B, C, X, Y, Z] -> logits [B, R or K+1, X, Y, Z]."""
