@@ -8,7 +8,12 @@ smaller), and prints for the full-resolution output and each lower-resolution he
 voxels each output wins (argmax for classes, above 0.5 for regions) and each output's highest probability;
 for classes, also what the full-resolution output says where the head at 1/2 puts each class. A class that
 the lower heads segment but the full-resolution output never predicts has been lost in the last decoder
-stage.
+stage. For classes, the last stage's features (``decoder1``'s output, what the 1x1 output convolution
+reads) are then examined where the head at 1/2 puts each class: the channels positive on most of those
+voxels (the rest sit on the LeakyReLU's negative side, slope 0.01, where the full-resolution loss reaches
+the stage 100 times weaker), the output convolution's recall there, and the recall of a linear read-out
+fitted on the same features (a class the read-out finds and the output convolution misses was separable,
+but not learned).
 """
 
 from __future__ import annotations
@@ -42,8 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     roi = predictor.module.hparams.roi_size
     padded = SpatialPad(roi, method="end")(image)  # zeros past a volume smaller than the roi
     window = torch.as_tensor(padded)[None, :, : roi[0], : roi[1], : roi[2]]  # [1, C, *roi]
+    features = {}
+    hook = net.decoder1.register_forward_hook(lambda module, inputs, output: features.update(last=output))
     with torch.inference_mode():
         outputs = net.forward_deep(window)
+    hook.remove()
     names = ("background", *task.outputs) if task.kind == "classes" else task.outputs
     print(f"{case['case_id']}, window {tuple(roi)} at the corner; outputs: {', '.join(names)}")
     for i, logits in enumerate(outputs):
@@ -60,6 +68,17 @@ def main(argv: list[str] | None = None) -> None:
         print("where the head at 1/2 puts each class, what the full resolution says (voxels per output):")
         for name, said in zip(names, head_against_full(outputs[0], outputs[1])):
             print(f"  {name}: {said.tolist()}")
+        last = features["last"][0].flatten(1).T.clone().as_subclass(torch.Tensor)  # [voxels, channels]
+        head = F.interpolate(outputs[1].argmax(1, keepdim=True).float(), size=outputs[0].shape[2:], mode="nearest")
+        head = head.flatten().long()
+        said = outputs[0].argmax(1).flatten()
+        read_out = linear_read_out(last, head, len(names))
+        print(f"the last stage's {last.shape[1]} channels where the head at 1/2 puts each class:")
+        for c, name in enumerate(names):
+            if (head == c).any():
+                on = positive_channels(last[head == c])
+                print(f"  {name}: positive channels {on}; output recall {recall(said, head, c):.3f}, "
+                      f"linear read-out recall {recall(read_out, head, c):.3f}")  # fmt: skip
 
 
 def head_against_full(full: torch.Tensor, half: torch.Tensor) -> np.ndarray:
@@ -70,6 +89,33 @@ def head_against_full(full: torch.Tensor, half: torch.Tensor) -> np.ndarray:
     head = F.interpolate(half.argmax(1, keepdim=True).float(), size=said.shape, mode="nearest")[0, 0].long()
     classes = full.shape[1]
     return np.bincount((head * classes + said).flatten().numpy(), minlength=classes * classes).reshape(classes, -1)
+
+
+def positive_channels(features: torch.Tensor) -> list[int]:
+    """features [voxels, channels] -> the channels above 0 on more than half of the voxels."""
+    return torch.nonzero((features > 0).float().mean(0) > 0.5).flatten().tolist()
+
+
+def recall(said: torch.Tensor, truth: torch.Tensor, c: int) -> float:
+    """The share of the voxels where ``truth`` is class ``c`` that ``said`` also calls ``c``."""
+    return float((said[truth == c] == c).float().mean())
+
+
+def linear_read_out(features: torch.Tensor, classes: torch.Tensor, count: int, steps: int = 300) -> torch.Tensor:
+    """A linear classifier fitted by class-balanced cross-entropy (Adam, seeded) to features [voxels,
+    channels] and classes [voxels]; returns its argmax per voxel: what a 1x1 output convolution on these
+    features could say."""
+    generator = torch.Generator().manual_seed(0)
+    weight = (0.01 * torch.randn(count, features.shape[1], generator=generator)).requires_grad_()
+    bias = torch.zeros(count, requires_grad=True)
+    balance = 1.0 / torch.bincount(classes, minlength=count).clamp(min=1).float()
+    optimizer = torch.optim.Adam([weight, bias], lr=0.1)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            F.cross_entropy(features @ weight.T + bias, classes, weight=balance).backward()
+            optimizer.step()
+    return (features @ weight.T + bias).argmax(1).detach()
 
 
 if __name__ == "__main__":

@@ -115,3 +115,19 @@ def test_ds_heads_counts_what_full_resolution_says_where_the_head_puts_each_clas
     full[:, 1, :2, :, :2] = 5.0  # full resolution: class 1 on half of the head's class-2 voxels, else class 0
     counts = load_script("ds_heads").head_against_full(full, half)
     assert counts.tolist() == [[32, 0, 0], [0, 0, 0], [16, 16, 0]]
+
+
+def test_ds_heads_reads_out_a_class_whose_code_is_a_weaker_copy_of_another():
+    """The CT collapse's shape: class 2 is on the same channel as class 1, only weaker; a linear read-out
+    separates the three, and the positive channels say which channel carries each."""
+    ds_heads = load_script("ds_heads")
+    classes = torch.arange(3).repeat_interleave(50)
+    features = torch.full((150, 2), -0.05)  # off: the LeakyReLU's negative side
+    features[:50, 0] = 1.0  # class 0: channel 0
+    features[50:100, 1] = 3.0  # class 1: channel 1, strong
+    features[100:, 1] = 1.0  # class 2: channel 1, weak
+    features += 0.01 * torch.randn(150, 2, generator=torch.Generator().manual_seed(0))
+    assert [ds_heads.positive_channels(features[classes == c]) for c in range(3)] == [[0], [1], [1]]
+    said = ds_heads.linear_read_out(features, classes, 3)
+    assert [ds_heads.recall(said, classes, c) for c in range(3)] == [1.0, 1.0, 1.0]
+    assert ds_heads.recall(torch.zeros(150, dtype=torch.long), classes, 2) == 0.0
