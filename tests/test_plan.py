@@ -227,6 +227,14 @@ def test_plan_for_gpu_and_no_resampling_when_spacings_agree(tmp_path):
     assert trainer["default_root_dir"] == "runs/my_run"
 
 
+def test_plan_for_ct_on_gpu_trains_with_deep_supervision(ct_fingerprint, ct_data):
+    """Classes at feature_size 48: the heads; at 12 (the CPU plan, above) none: a 12-channel last stage lost an
+    organ under them on the CT demo."""
+    fingerprint, task, _ = ct_fingerprint
+    net = plan(fingerprint, task, ct_data, "gpu", memory_gib=80)["model"]["init_args"]["net"]["init_args"]
+    assert (net["feature_size"], net["deep_supervision"], task.kind) == (48, 3, "classes")
+
+
 def test_written_plan_reads_back(ct_fingerprint, ct_data, tmp_path):
     fingerprint, task, _ = ct_fingerprint
     config = plan(fingerprint, task, ct_data, "cpu")
