@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, said in zip(names, head_against_full(outputs[0], outputs[1])):
             print(f"  {name}: {said.tolist()}")
         last = features["last"][0].flatten(1).T.clone().as_subclass(torch.Tensor)  # [voxels, channels]
-        head = F.interpolate(outputs[1].argmax(1, keepdim=True).float(), size=outputs[0].shape[2:], mode="nearest")
-        head = head.flatten().long()
+        head = head_at_full(outputs[1], outputs[0].shape[2:]).flatten()
         said = outputs[0].argmax(1).flatten()
         read_out = linear_read_out(last, head, len(names))
         print(f"the last stage's {last.shape[1]} channels where the head at 1/2 puts each class:")
@@ -86,9 +85,14 @@ def head_against_full(full: torch.Tensor, half: torch.Tensor) -> np.ndarray:
     row c, what the full-resolution argmax says on the voxels where the head's argmax (taken at full
     resolution, nearest) is c."""
     said = full.argmax(1)[0]  # [*spatial]
-    head = F.interpolate(half.argmax(1, keepdim=True).float(), size=said.shape, mode="nearest")[0, 0].long()
+    head = head_at_full(half, said.shape)
     classes = full.shape[1]
     return np.bincount((head * classes + said).flatten().numpy(), minlength=classes * classes).reshape(classes, -1)
+
+
+def head_at_full(half: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A head's class logits [1, K, *spatial / 2] -> its argmax taken at full resolution [*shape] (nearest)."""
+    return F.interpolate(half.argmax(1, keepdim=True).float(), size=shape, mode="nearest")[0, 0].long()
 
 
 def positive_channels(features: torch.Tensor) -> list[int]:
