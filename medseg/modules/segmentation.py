@@ -47,6 +47,7 @@ class SegmentationModule(pl.LightningModule):
         roi_size: tuple[int, int, int] = (96, 96, 96),
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
         warmup_steps: float = 0.05,
         schedule: Literal["cosine", "constant"] = "cosine",
         dice_weight: float = 1.0,
@@ -73,8 +74,10 @@ class SegmentationModule(pl.LightningModule):
                 in/out channels must match the task (checked at setup).
             roi_size: training crop and sliding-window size; every side a multiple of the network's
                 ``size_divisor`` (32 for Swin UNETR).
-            lr: peak AdamW learning rate.
-            weight_decay: AdamW weight decay.
+            lr: peak learning rate.
+            weight_decay: the optimizer's weight decay.
+            optimizer: ``adamw`` (default) or ``sgd``: nnU-Net's SGD (momentum 0.99, Nesterov; nnU-Net's own
+                ``lr`` is 1e-2).
             warmup_steps: linear warm-up length in optimizer steps, or as a fraction of all steps if < 1;
                 cosine decay to 0 after it, at ``trainer.max_steps`` or where ``trainer.max_time`` runs out
                 (``medseg.modules.schedule``).
@@ -133,6 +136,8 @@ class SegmentationModule(pl.LightningModule):
         self._frozen = encoder_parameters(net) if freeze_encoder_steps > 0 else []
         layer_decay_groups(net, lr, layer_decay)  # a network without a known encoder fails here, not after setup
         mirror_axes("regions", tta_axes)  # a wrong axis fails here, not after an epoch
+        if optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"model.init_args.optimizer must be adamw or sgd, got {optimizer!r}")
 
     def setup(self, stage: str) -> None:
         """Take the task of the datamodule (when there is one) and check the network fits it."""
@@ -273,7 +278,10 @@ class SegmentationModule(pl.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         groups = layer_decay_groups(self.net, h.lr, h.get("layer_decay", 1.0))
-        optimizer = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay)
+        if h.get("optimizer", "adamw") == "sgd":  # nnU-Net's
+            optimizer = torch.optim.SGD(groups, lr=h.lr, weight_decay=h.weight_decay, momentum=0.99, nesterov=True)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay)
         constant = h.get("schedule", "cosine") == "constant"
         return warmup_cosine(optimizer, self.trainer, h.warmup_steps, constant=constant)
 

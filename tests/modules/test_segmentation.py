@@ -77,3 +77,19 @@ def test_loss_and_training_step_on_a_small_crop():
     loss = module.training_step(batch, 0)
     loss.backward()
     assert torch.isfinite(loss) and module.net.weight.grad is not None
+
+
+@pytest.mark.parametrize(("name", "kind"), [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+def test_optimizer_option(name, kind):
+    module = SegmentationModule(net=torch.nn.Conv3d(4, 3, 3, padding=1), roi_size=(16, 16, 16), lr=1e-2,
+                                optimizer=name)  # fmt: skip
+    module.trainer = type("Trainer", (), {"estimated_stepping_batches": 100, "callbacks": [], "max_time": None})()
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert type(optimizer) is kind and optimizer.defaults["lr"] == 1e-2
+    if name == "sgd":  # nnU-Net's
+        assert optimizer.defaults["momentum"] == 0.99 and optimizer.defaults["nesterov"]
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    with pytest.raises(ValueError, match="optimizer must be adamw or sgd, got 'adam'"):
+        SegmentationModule(net=torch.nn.Conv3d(4, 3, 3, padding=1), roi_size=(16, 16, 16), optimizer="adam")
