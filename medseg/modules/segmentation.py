@@ -77,7 +77,8 @@ class SegmentationModule(pl.LightningModule):
             lr: peak learning rate.
             weight_decay: the optimizer's weight decay.
             optimizer: ``adamw`` (default) or ``sgd``: nnU-Net's SGD (momentum 0.99, Nesterov; nnU-Net's own
-                ``lr`` is 1e-2).
+                ``lr`` is 1e-2). On the hard BraTS demo data it lost 0.023 mean Dice to AdamW at 380 steps
+                (docs/benchmarks.md, thirteenth measurement).
             warmup_steps: linear warm-up length in optimizer steps, or as a fraction of all steps if < 1;
                 cosine decay to 0 after it, at ``trainer.max_steps`` or where ``trainer.max_time`` runs out
                 (``medseg.modules.schedule``).
