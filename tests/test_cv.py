@@ -24,6 +24,20 @@ def test_kfold_assignment_is_deterministic_and_balanced():
         kfold_assignment(cases[:2], 3, seed=0)
 
 
+@pytest.mark.parametrize("command", ["cv", "demo"])
+def test_a_stray_positional_is_a_usage_error_not_a_fit_failure(command, tmp_path, capsys):
+    """argparse hands positionals to the fit options; a value before any option means one misplaced."""
+    argv = [command, str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    if command == "cv":
+        argv += ["--config", str(ROOT / "configs" / "swin_unetr_demo.yaml")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unexpected argument '{tmp_path / 'data'}'" in err and "go after --" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_cv_end_to_end_and_resumable(tmp_path, capsys):
     data = tmp_path / "data"

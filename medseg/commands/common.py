@@ -17,6 +17,16 @@ def report_failures(failures: list[str]) -> int:
     return 1 if failures else 0
 
 
+def check_fit_overrides(parser: argparse.ArgumentParser, overrides: list[str]) -> None:
+    """Stop with a usage error when the options meant for ``medseg fit`` (after ``--``) start with a stray
+    value: argparse hands every positional to them, and fit would reject it in a page of its usage."""
+    if overrides and not overrides[0].startswith("-"):
+        parser.error(
+            f"unexpected argument {overrides[0]!r}: this command takes no positional argument; options for "
+            "`medseg fit` go after --, e.g. -- --model.init_args.lr 2e-3"
+        )
+
+
 def add_validation_arguments(parser: argparse.ArgumentParser, filename: str, tta_help: str) -> None:
     """DATA, ``--ckpt``, ``--out``, ``--tta`` and ``--device`` (what :func:`validation_cases` reads) of the
     commands that fit something for a model on labelled cases it did not train on (``medseg calibrate``,

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from medseg.commands.common import check_fit_overrides
 from medseg.crossval import (
     fit_fold,
     learn_calibration,
@@ -111,4 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_fit_overrides(parser, args.fit_overrides)
+    return run(args)

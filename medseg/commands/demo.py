@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from medseg.commands.common import check_fit_overrides
 from medseg.data.demo import DIFFICULTIES, generate_dataset
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "swin_unetr_demo.yaml"
@@ -199,4 +200,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.kind == "ct" and args.difficulty is not None:
         parser.error("--difficulty applies to --kind mri only")
+    check_fit_overrides(parser, args.fit_overrides)
     return run(args)
