@@ -96,6 +96,19 @@ def test_dict_overrides_single_entries():
         SegmentationDataModule("/nowhere", augment={"elastik": {"prob": 0.1}})
 
 
+def test_histogram_shift_is_an_opt_in_monotone_remap():
+    assert "RandHistogramShiftd" not in _types(augmentations("nnunet", "brats2021", (32, 32, 32)))
+    spec = {"preset": "none", "histogram_shift": {"prob": 1.0, "control_points": [6, 6]}}
+    (shift,) = augmentations(spec, "brats2021", (32, 32, 32))
+    shift.set_random_state(0)
+    image = torch.linspace(-2.0, 3.0, 2 * 32**3).reshape(2, 32, 32, 32)
+    out = shift({"image": image, "label": torch.zeros(1, 32, 32, 32)})
+    values = torch.as_tensor(out["image"]).flatten()
+    assert not torch.allclose(values, image.flatten())  # remapped
+    assert bool((values.diff() >= -1e-6).all())  # but the intensities keep their order
+    assert float(values.min()) == pytest.approx(-2.0) and float(values.max()) == pytest.approx(3.0)
+
+
 def test_classes_tasks_are_not_mirrored_by_default():
     assert _types(augmentations("nnunet", "brats2021", (32, 32, 32))).count("RandFlipd") == 3
     assert "RandFlipd" not in _types(augmentations("nnunet", CLASSES, (32, 32, 32)))

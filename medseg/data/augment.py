@@ -21,6 +21,10 @@ Where MONAI's transforms differ from nnU-Net's: the scale is drawn per axis (nnU
 is uniform); gamma takes one value and one intensity range over all channels, blur and low resolution
 one draw for all channels (nnU-Net: each channel with probability 0.5).
 
+``histogram_shift`` (not nnU-Net's; off in every preset) remaps the intensities through a random monotone
+curve (MONAI's ``RandHistogramShiftd``, 5-15 control points, one curve for all channels), so that no
+absolute intensity level marks a boundary.
+
 Spatial transforms cost one resample at the roi: the crop is taken larger (``crop_size``), around the
 centre the roi crop would have had, and ``RandAffined(spatial_size=roi)`` (``Rand3DElasticd`` when the
 draw includes elastic deformation) samples the roi out of it; crops drawn without any are centre-cropped
@@ -46,6 +50,7 @@ from monai.transforms import (
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandScaleIntensityd,
     RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
@@ -69,6 +74,7 @@ ENTRIES: dict[str, dict[str, Any]] = {
     "lowres": {"prob": 0.0, "zoom": [0.5, 1.0]},
     "gamma_inverted": {"prob": 0.0, "range": [0.7, 1.5]},
     "gamma": {"prob": 0.0, "range": [0.7, 1.5]},
+    "histogram_shift": {"prob": 0.0, "control_points": [5, 15]},  # a random monotone intensity curve
     "mirror": {"prob": 0.0, "axes": "auto"},  # auto: every axis for a regions task, none for a classes task
     "jitter": {"prob": 0.0, "scale": 0.1, "shift": 0.1},  # the light preset's intensity scale and shift
 }
@@ -217,6 +223,9 @@ def augmentations(spec: str | Mapping[str, Any], task: str | dict | Task, roi_si
             out.append(
                 RandAdjustContrastd(keys="image", prob=p[name], gamma=gamma, invert_image=invert, retain_stats=True)
             )
+    if p["histogram_shift"]:
+        points = tuple(int(n) for n in spec["histogram_shift"]["control_points"])
+        out.append(RandHistogramShiftd(keys="image", num_control_points=points, prob=p["histogram_shift"]))
     axes = spec["mirror"]["axes"]
     if axes == "auto":
         axes = (0, 1, 2) if task.kind == "regions" else ()
