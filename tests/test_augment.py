@@ -107,6 +107,10 @@ def test_histogram_shift_is_an_opt_in_monotone_remap():
     assert not torch.allclose(values, image.flatten())  # remapped
     assert bool((values.diff() >= -1e-6).all())  # but the intensities keep their order
     assert float(values.min()) == pytest.approx(-2.0) and float(values.max()) == pytest.approx(3.0)
+    fixed = augmentations(
+        {"preset": "none", "histogram_shift": {"prob": 1.0, "control_points": 6}}, "brats2021", (8,) * 3
+    )
+    assert fixed[0].shifter.num_control_points == (6, 6)
 
 
 def test_classes_tasks_are_not_mirrored_by_default():
