@@ -5,10 +5,10 @@
 #   bash scripts/bench_hard.sh OUT [RECIPE...]      RECIPE: monai, nnunet (the default), light (the old one);
 #   AUGMENT_dice (nnunet_dice, light_dice): that augmentation with the soft Dice loss alone (bce_weight 0);
 #   monai_n4: the MONAI loop with medseg's N4 bias-field correction (monai_baseline.py --bias-field n4).
-# medseg fits get N4 (bias_field n4, fit's default since 32246dd; the demo config turns it off): measurements
-# before it are FIT_ARGS="--data.init_args.bias_field null"; and deep supervision (deep_supervision 3, what
-# medseg plan writes for regions tasks since the ninth measurement): measurements before it are
-# FIT_ARGS="--model.init_args.net.init_args.deep_supervision 0".
+# medseg fits get scripts/hard_recipe.sh: N4 (bias_field n4, fit's default since 32246dd; the demo config
+# turns it off): measurements before it are FIT_ARGS="--data.init_args.bias_field null"; and deep
+# supervision (deep_supervision 3, what medseg plan writes for regions tasks since the ninth measurement):
+# measurements before it are FIT_ARGS="--model.init_args.net.init_args.deep_supervision 0".
 # Environment (each printed with the run): MEDSEG_STEPS (380), MONAI_STEPS (282): the step budgets, e.g.
 # MEDSEG_STEPS = MONAI_STEPS x (MONAI s/step / medseg s/step) for the same wall time on the host at hand;
 # MONAI_LR (3e-3): the MONAI loop's constant learning rate (the issue asks for its best of a few);
@@ -24,6 +24,7 @@ MEDSEG_STEPS=${MEDSEG_STEPS:-380}; MONAI_STEPS=${MONAI_STEPS:-282}; MONAI_LR=${M
 HELD_OUT=${HELD_OUT:-16}; TEST="$OUT/data/test-$HELD_OUT"
 read -r -a fit_args <<< "${FIT_ARGS:-}"
 M=.venv/bin/medseg
+. "$(dirname "$0")/hard_recipe.sh"  # HARD_RECIPE: the default recipe's fit options
 mkdir -p "$OUT"
 [ -d "$OUT/data/train" ] || $M demo-data --difficulty hard --out "$OUT/data/train" --cases 12 --seed 0
 [ -d "$TEST" ] || $M demo-data --difficulty hard --out "$TEST" --cases "$HELD_OUT" --start-index 10000 --seed 0
@@ -45,8 +46,7 @@ for recipe in $RECIPES; do
       --data.init_args.augment "${recipe%_dice}" --trainer.max_steps "$MEDSEG_STEPS" --trainer.default_root_dir "$run" \
       --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$run" \
       --trainer.enable_progress_bar false --seed_everything "$seed" --data.init_args.seed "$seed" \
-      --data.init_args.bias_field n4 --model.init_args.net.init_args.deep_supervision 3 \
-      "${loss[@]}" "${fit_args[@]}"
+      "${HARD_RECIPE[@]}" "${loss[@]}" "${fit_args[@]}"
     echo "$recipe: trained in $(( $(date +%s) - start )) s"
     $M predict "$TEST" --ckpt "$run/checkpoints/last.ckpt" --out "$run/pred" --overwrite
   fi

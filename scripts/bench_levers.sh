@@ -1,42 +1,47 @@
 #!/usr/bin/env bash
-# Issue 13: each lever of the recipe measured alone on the hard demo data, after scripts/bench_hard.sh OUT
-# has trained the default recipe (OUT/nnunet) and written the data (OUT/data/train, OUT/data/test).
-# Fixed steps and seeds throughout; every prediction scored by `medseg evaluate --lesion-wise`.
-#   bash scripts/bench_hard.sh OUT monai nnunet light && bash scripts/bench_levers.sh OUT
-# Levers: sliding-window blending, TTA, the learning-rate schedule (constant after warm-up instead of
-# cosine), a 3-fold cross-validation (each fold 380 steps: 3x the budget) whose out-of-fold predictions
-# choose the post-processing and fit the calibration, the fold ensemble with and without post-processing
-# and TTA, and the calibration's ECE on the held-out cases (temperatures from 4 separate validation cases
-# for the single model, from the out-of-fold probabilities for the folds).
+# Issue 13: the levers of the recipe measured against the default recipe on the hard benchmark of
+# scripts/bench_hard.sh (same data, same HELD_OUT held-out cases, fixed steps and seeds), each prediction
+# scored by `medseg evaluate --lesion-wise` (and its ECE where probabilities are written).
+#   bash scripts/bench_hard.sh OUT nnunet && bash scripts/bench_levers.sh OUT [RUN]
+# RUN: the default recipe's seed-0 run (default OUT/nnunet). Levers:
+# - a 3-fold cross-validation of the default recipe on OUT/data/train (`medseg cv`, each fold
+#   MEDSEG_STEPS steps on two thirds of the cases: 3x the training), in OUT/cv-default; its out-of-fold
+#   predictions choose the post-processing and fit the temperatures;
+# - the fold ensemble on the held-out cases, without and with that post-processing (ens, ens_pp);
+# - the single model with the post-processing chosen out of fold (single_pp);
+# - calibration: temperatures for RUN fitted on VAL (8) separate hard cases (`medseg calibrate`), and the
+#   held-out ECE before and after, of the single model (single_prob_raw, single_prob_cal) and of the
+#   ensemble (ens: raw; ens_pp: the out-of-fold temperatures);
+# - the schedule: constant learning rate after the warm-up instead of the cosine decay (OUT/nnunet-constant).
+# Predictions go to OUT/levers/NAME. Mirroring at test time (--tta) and the sliding window's blending were
+# measured on the same default with scripts/bench_hard.sh's runs (docs/benchmarks.md).
 set -euo pipefail
-D=${1:-runs/bench_hard}
+OUT=${1:?usage: bench_levers.sh OUT [RUN]}; RUN=${2:-$OUT/nnunet}
+MEDSEG_STEPS=${MEDSEG_STEPS:-380}; HELD_OUT=${HELD_OUT:-16}; VAL=${VAL:-8}
+TEST="$OUT/data/test-$HELD_OUT"; VAL_DIR="$OUT/data/val-$VAL"; CV="$OUT/cv-default"
 M=.venv/bin/medseg
-T=$D/data/test
-CK=$D/nnunet/checkpoints/last.ckpt
-FOLDS=$(for k in 0 1 2; do echo "$D/cv/fold_$k/checkpoints/last.ckpt"; done)
-PP=$D/cv/fold_0/checkpoints/postprocess.json
-score() { echo "== $1"; $M evaluate --pred "$D/$1" --label "$T" --lesion-wise; }
-predict() { local out=$1; shift; $M predict "$T" --out "$D/$out" --overwrite "$@"; score "$out"; }
+. "$(dirname "$0")/hard_recipe.sh"  # HARD_RECIPE: the default recipe's fit options
+CK="$RUN/checkpoints/last.ckpt"
+[ -f "$CK" ] || { echo "bench_levers.sh: $CK is missing: run scripts/bench_hard.sh $OUT nnunet first" >&2; exit 2; }
+predict() {
+  local name=$1; shift
+  $M predict "$TEST" --out "$OUT/levers/$name" --overwrite "$@"
+  echo "== $name"; $M evaluate --pred "$OUT/levers/$name" --label "$TEST" --lesion-wise
+}
 
-predict nnunet_gauss --ckpt "$CK" --mode gaussian --overlap 0.5
-predict nnunet_tta --ckpt "$CK" --tta
-run=$D/nnunet_constant
-[ -f "$run/checkpoints/last.ckpt" ] || $M fit --config configs/swin_unetr_demo.yaml --data.init_args.data_dir "$D/data/train" \
-  --data.init_args.augment nnunet --model.init_args.schedule constant --trainer.max_steps 380 \
-  --trainer.default_root_dir "$run" --trainer.logger pytorch_lightning.loggers.CSVLogger \
-  --trainer.logger.save_dir "$run" --trainer.enable_progress_bar false
-predict nnunet_constant/pred --ckpt "$run/checkpoints/last.ckpt"
-$M cv --config configs/swin_unetr_demo.yaml --folds 3 --out "$D/cv" -- --data.init_args.data_dir "$D/data/train" \
-  --data.init_args.augment nnunet --trainer.max_steps 380 --trainer.logger pytorch_lightning.loggers.CSVLogger \
-  --trainer.logger.save_dir "$D/cv/logs" --trainer.enable_progress_bar false
-predict single_pp --ckpt "$CK" --postprocess "$PP"
-predict single_pp_tta --ckpt "$CK" --postprocess "$PP" --tta
-predict ens_nopp --ckpt $FOLDS --no-postprocess
-predict ens_pp --ckpt $FOLDS
-predict ens_pp_tta --ckpt $FOLDS --tta
-[ -d "$D/data/val" ] || $M demo-data --difficulty hard --out "$D/data/val" --cases 4 --start-index 20000 --seed 0
-$M calibrate "$D/data/val" --ckpt "$CK" --out "$D/single_calibration.json"
-predict single_prob_raw --ckpt "$CK" --probabilities --no-calibration --no-postprocess
-predict single_prob_cal --ckpt "$CK" --probabilities --calibration "$D/single_calibration.json" --no-postprocess
-predict ens_prob_raw --ckpt $FOLDS --probabilities --no-calibration
-predict ens_prob_cal --ckpt $FOLDS --probabilities
+$M cv --config configs/swin_unetr_demo.yaml --folds 3 --out "$CV" -- --data.init_args.data_dir "$OUT/data/train" \
+  --data.init_args.augment nnunet --trainer.max_steps "$MEDSEG_STEPS" --trainer.enable_progress_bar false \
+  --trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir "$CV/logs" \
+  --seed_everything 0 --data.init_args.seed 0 "${HARD_RECIPE[@]}"
+FOLDS=("$CV"/fold_{0,1,2}/checkpoints/last.ckpt)
+predict ens --ckpt "${FOLDS[@]}" --no-postprocess --probabilities --no-calibration
+predict ens_pp --ckpt "${FOLDS[@]}" --probabilities
+predict single_pp --ckpt "$CK" --postprocess "$CV/fold_0/checkpoints/postprocess.json"
+
+[ -d "$VAL_DIR" ] || $M demo-data --difficulty hard --out "$VAL_DIR" --cases "$VAL" --start-index 20000 --seed 0
+$M calibrate "$VAL_DIR" --ckpt "$CK" --out "$OUT/levers/single_calibration.json"
+predict single_prob_raw --ckpt "$CK" --no-postprocess --probabilities --no-calibration
+predict single_prob_cal --ckpt "$CK" --no-postprocess --probabilities --calibration "$OUT/levers/single_calibration.json"
+
+TAG=constant FIT_ARGS="--model.init_args.schedule constant" MEDSEG_STEPS=$MEDSEG_STEPS HELD_OUT=$HELD_OUT \
+  bash "$(dirname "$0")/bench_hard.sh" "$OUT" nnunet
