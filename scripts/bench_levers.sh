@@ -13,8 +13,8 @@
 #   held-out ECE before and after, of the single model (single_prob_raw, single_prob_cal) and of the
 #   ensemble (ens: raw; ens_pp: the out-of-fold temperatures);
 # - the schedule: constant learning rate after the warm-up instead of the cosine decay (OUT/nnunet-constant).
-# Predictions go to OUT/levers/NAME. Mirroring at test time (--tta) and the sliding window's blending were
-# measured on the same default with scripts/bench_hard.sh's runs (docs/benchmarks.md).
+# Predictions go to OUT/levers/NAME. Mirroring at test time (--tta) and the sliding window's blending are
+# not here: docs/benchmarks.md measures them on scripts/bench_hard.sh's runs (eleventh and ninth measurements).
 set -euo pipefail
 OUT=${1:?usage: bench_levers.sh OUT [RUN]}; RUN=${2:-$OUT/nnunet}
 MEDSEG_STEPS=${MEDSEG_STEPS:-380}; HELD_OUT=${HELD_OUT:-16}; VAL=${VAL:-8}
