@@ -224,8 +224,8 @@ def augmentations(spec: str | Mapping[str, Any], task: str | dict | Task, roi_si
                 RandAdjustContrastd(keys="image", prob=p[name], gamma=gamma, invert_image=invert, retain_stats=True)
             )
     if p["histogram_shift"]:
-        points = spec["histogram_shift"]["control_points"]  # a number, or the range to draw it from
-        points = (int(points),) * 2 if isinstance(points, (int, float)) else tuple(int(n) for n in points)
+        points = spec["histogram_shift"]["control_points"]  # a number, or the range to draw it from (MONAI's)
+        points = int(points) if isinstance(points, (int, float)) else tuple(int(n) for n in points)
         out.append(RandHistogramShiftd(keys="image", num_control_points=points, prob=p["histogram_shift"]))
     axes = spec["mirror"]["axes"]
     if axes == "auto":
