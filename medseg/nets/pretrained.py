@@ -26,6 +26,9 @@ load that would leave the encoder random.
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +60,30 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError for unsafe payloads, RuntimeError for damaged zips ...
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WeightsError(f"{path}: refused to load ({type(e).__name__}: {reason})") from None
+        raise WeightsError(f"{path}: {_load_failure(path, e)}") from None
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """What a failed ``torch.load(weights_only=True)`` means for the user, without torch's advice to load
+    unsafely (medseg never does)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"PK" and not zipfile.is_zipfile(path):
+        return "damaged or truncated: its zip archive has no end (copy it again, or use another checkpoint)"
+    if head != b"PK" and not head.startswith(b"\x80"):  # neither torch's zip nor a (legacy) pickle
+        return "not a PyTorch weights file (neither a zip archive nor a pickle): damaged, or another format"
+    text = str(error)
+    if isinstance(error, EOFError) or "zip archive" in text:
+        return f"damaged or truncated, cannot be read ({type(error).__name__}): copy it again, or use another"
+    if isinstance(error, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|(Unsupported operand \d+)", text)
+        what = f" ({found.group(1) or found.group(2)})" if found else ""
+        return (
+            f"refused to load: it holds pickled Python objects or instructions{what}, not only tensors, and medseg "
+            "loads weights only (torch.load weights_only=True), never pickled code. If you trust the file, save "
+            "it again with tensors, numbers, strings and plain containers only"
+        )
+    return f"cannot be read ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
 
 
 def extract_state_dict(obj: dict) -> dict[str, torch.Tensor]:

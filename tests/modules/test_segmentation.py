@@ -70,6 +70,30 @@ def test_checkpoint_with_malicious_pickle_is_refused(tmp_path):
     assert not os.path.exists(marker)
 
 
+def test_unreadable_weights_files_say_what_is_wrong_without_torchs_unsafe_advice(tmp_path):
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(64)}}, good)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.zeros(64)}, legacy, _use_new_zipfile_serialization=False)
+    cases = {
+        "junk.ckpt": (b"\x13" * 100, r"not a PyTorch weights file"),
+        "empty.ckpt": (b"{}\n", r"not a PyTorch weights file"),
+        "cut.ckpt": (good.read_bytes()[:300], r"damaged or truncated: its zip archive has no end"),
+        "cut_legacy.pt": (legacy.read_bytes()[:100], r"damaged or truncated, cannot be read"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(WeightsError, match=message) as error:
+            safe_load(tmp_path / name)
+        assert str(tmp_path / name) in str(error.value) and "weights_only` set to `False`" not in str(error.value)
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "where": tmp_path}, tmp_path / "objects.ckpt")
+    with pytest.raises(
+        WeightsError, match=r"refused to load: it holds pickled Python objects or instructions \(pathlib\.\w*Path\)"
+    ):
+        safe_load(tmp_path / "objects.ckpt")
+    assert safe_load(legacy)["w"].shape == (64,)
+
+
 def test_loss_and_training_step_on_a_small_crop():
     module = SegmentationModule(net=torch.nn.Conv3d(4, 3, 3, padding=1), roi_size=(16, 16, 16))
     batch = {"image": torch.randn(2, 4, 16, 16, 16), "label": (torch.rand(2, 3, 16, 16, 16) > 0.7).float()}
