@@ -235,9 +235,20 @@ def reference_file(case: dict) -> str:
     return str(image[0] if isinstance(image, Sequence) and not isinstance(image, str) else image)
 
 
+def check_output_target(out: Path) -> None:
+    """Fail at once, before a model is loaded, where ``out`` cannot become a writable folder: a file in its
+    place or above it, or no permission to write there. Creates nothing."""
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise MedsegError(f"output folder {out}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MedsegError(f"output folder {out} is not writable (no permission to write in {existing})")
+
+
 def check_output_dir(out: Path, inputs: list[dict]) -> None:
     """Fail before any work when the output folder cannot be written, lacks the space for the label maps,
     or would overwrite an input; remove temporary files a killed earlier run left behind."""
+    check_output_target(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".medseg-write-test."):

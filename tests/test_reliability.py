@@ -111,12 +111,22 @@ def test_output_never_overwrites_an_input(two_cases, tmp_path, capsys):
     assert (flat / "x.nii.gz").read_bytes() == original
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: permissions cannot be tested as root")
-def test_unwritable_output_fails_before_work(two_cases, tmp_path, capsys):
+def test_unwritable_output_fails_before_work(two_cases, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ro"
     out.mkdir(mode=0o555)
-    code = main(["predict", str(two_cases / "train"), "--ckpt", "missing.ckpt", "--out", str(out)])
-    assert code == 1 and "not writable" in capsys.readouterr().err
+    if os.geteuid() == 0:  # root writes anywhere: what a user without the permission sees
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != out)
+    code = main(["predict", str(two_cases / "train"), "--ckpt", "missing.ckpt", "--out", str(out / "pred")])
+    assert code == 1 and f"not writable (no permission to write in {out})" in capsys.readouterr().err
+    assert not (out / "pred").exists()
+
+
+def test_output_that_is_a_file_is_named_before_work(two_cases, tmp_path, capsys):
+    (tmp_path / "taken").write_text("keep me", encoding="utf-8")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "pred"):
+        code = main(["predict", str(two_cases / "train"), "--ckpt", "missing.ckpt", "--out", str(out)])
+        assert code == 1 and f"{tmp_path / 'taken'} is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text(encoding="utf-8") == "keep me"
 
 
 def test_predict_cleans_what_a_killed_run_left_and_checks_space(two_cases, tmp_path, capsys, monkeypatch):

@@ -18,7 +18,7 @@ from medseg.inference import Predictor
 from medseg.inference.calibration import beside as calibration_beside
 from medseg.inference.postprocess import beside
 from medseg.inference.segment import model_task
-from medseg.io import case_output_name, check_output_dir
+from medseg.io import case_output_name, check_output_dir, check_output_target
 from medseg.reporting import html as report
 from medseg.reporting.review import scan_files
 from medseg.tasks import PRESETS, get_task
@@ -279,6 +279,7 @@ def _predict_distributed(cases: list[dict], args: argparse.Namespace) -> list[di
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    check_output_target(out)  # before the model loads
     if args.devices > 1 or args.num_nodes > 1:  # each process loads the model; here only its task is read
         cases = find_predict_cases(args.inputs, model_task(args.ckpt[0]).channel_names)
         check_output_dir(out, cases)

@@ -34,6 +34,7 @@ from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import (
     case_output_name,
     check_output_dir,
+    check_output_target,
     read_header,
     reference_file,
     write_atomic,
@@ -156,9 +157,10 @@ def predict_boxes(
     Returns:
         (JSON files written, one line per failed case). Errors other than a bad case propagate.
     """
+    out = Path(out)
+    check_output_target(out)  # before the model loads
     if not isinstance(detector, BoxDetector):
         detector = BoxDetector.from_checkpoint(detector)
-    out = Path(out)
     check_output_dir(out, list(cases))
     written, failures = [], []
     for case in tqdm(cases, desc="detect", unit="case", disable=None):
