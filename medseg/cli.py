@@ -121,10 +121,17 @@ class MedsegCLI(LightningCLI):
 
     after_fit = after_validate = after_test = _finish_logger
 
+    def _check_data(self) -> None:
+        """Read and check the data before the logger starts, so a wrong data path is one error line and
+        leaves no empty wandb run behind (Lightning's own ``setup`` call then reuses what was read)."""
+        if hasattr(self.datamodule, "setup"):
+            self.datamodule.setup(self.subcommand if self.subcommand != "predict" else None)
+
     def _prepare_logger(self) -> None:
         """Before wandb starts: make its run folder, so wandb does not warn "git root ... does not exist" (it
         looks for a git repository from there; git state is still recorded when the folder is inside one),
         and drop the ``anonymous=None`` that WandbLogger always passes (wandb warns about any value)."""
+        self._check_data()
         logger = self.trainer.logger
         if type(logger).__name__ != "WandbLogger":
             return

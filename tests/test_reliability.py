@@ -175,3 +175,14 @@ def test_fit_on_a_bad_case_is_one_line_naming_it(tmp_path, capsys):
     assert code == 1
     assert err.startswith("medseg: error: case BraTS2021_00001:") and "flair.nii.gz" in err and "NaN" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_fit_on_a_missing_folder_is_one_line_before_the_logger_starts(tmp_path, capsys):
+    """The data is read before wandb starts: no empty offline run is left, and the error is the last line."""
+    run = tmp_path / "run"
+    wandb = ["--trainer.logger", "pytorch_lightning.loggers.WandbLogger", "--trainer.logger.save_dir", str(run)]
+    args = [*fit_args(tmp_path / "nope", run, 1), *wandb, "--trainer.logger.offline", "true"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"medseg: error: {tmp_path / 'nope' / 'train'}: no such folder"
+    assert not run.exists()

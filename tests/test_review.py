@@ -9,6 +9,7 @@ import re
 import struct
 
 import numpy as np
+import pytest
 from conftest import LPS_AFFINE, blob_label, save, write_case
 from PIL import Image
 
@@ -155,3 +156,13 @@ def test_run_page_from_csv_and_wandb_logs(tmp_path):
         assert "training_curves.png" in page and "<th data-key='val/dice_mean'>" in page
         assert (tmp_path / run / "report" / "training_curves.png").is_file()
     assert "<td data-sort='0.8'>0.8000</td>" in page
+
+
+def test_run_page_of_a_wrong_folder_is_one_error_and_creates_nothing(tmp_path):
+    from medseg.errors import LayoutError
+
+    (tmp_path / "empty").mkdir()
+    for run, message in ((tmp_path / "nope", "does not exist"), (tmp_path / "empty", "no training log")):
+        with pytest.raises(LayoutError, match=message):
+            write_run_report(run)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty"]

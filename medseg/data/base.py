@@ -126,6 +126,7 @@ class CaseDataModule(pl.LightningDataModule):
             raise ValueError("data.cache 'disk' needs data.cache_dir")
         self.index: DatasetIndex | None = None
         self.splits: dict[str, list[dict]] = {}
+        self._checked_stages: set[str | None] = set()
 
     @property
     def task(self) -> Task | None:
@@ -149,9 +150,14 @@ class CaseDataModule(pl.LightningDataModule):
         """Nothing to download: medseg reads data where it lies."""
 
     def setup(self, stage: str | None = None) -> None:
+        """Read, split and check the cases of ``stage`` (once per stage: ``medseg fit`` checks them before its
+        logger starts, then Lightning calls this again)."""
         if not self.splits:
             self.splits = self._split(self._read())
             self._measure_channels()
+        if stage in self._checked_stages:
+            return
+        self._checked_stages.add(stage)
         if stage in (None, "fit", "validate"):
             for case in self.splits["train"] + self.splits["val"]:
                 check_case_files(case)

@@ -133,8 +133,8 @@ def write_run_report(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     validation Dice marked by sorting on it) and the run's checkpoints and config."""
     run_dir = Path(run_dir).resolve()
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
+    rows, log = read_run(run_dir)  # before anything is created: a wrong RUN_DIR leaves no folder behind
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, log = read_run(run_dir)
     plot_rows(rows, out_dir / "training_curves.png")
     sections = ["<h2>Training curves</h2><img src='training_curves.png' alt='training curves' class='figure'>"]
     validations = validation_rows(rows)
