@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:
         error = find_medseg_error(e)
+        if error is None and isinstance(e, OSError) and e.filename is not None:
+            error = f"{e.filename}: {e.strerror or e}"  # a file the system refused: no traceback needed
         if error is None:
             raise
         print(f"medseg: error: {error}", file=sys.stderr)

@@ -168,9 +168,12 @@ def atomic_path(target: str | os.PathLike):
     """
     target = Path(target)
     suffix = "".join(target.suffixes)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name.removesuffix(suffix)}.", suffix=f".partial{suffix}", dir=target.parent
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name.removesuffix(suffix)}.", suffix=f".partial{suffix}", dir=target.parent
+        )
+    except OSError as e:  # the temporary name would only confuse: name the file the user asked for
+        raise MedsegError(f"cannot write {target} ({e.strerror or e})") from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -243,6 +246,14 @@ def check_output_target(out: Path) -> None:
         raise MedsegError(f"output folder {out}: {existing} is a file, not a folder; choose another --out")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise MedsegError(f"output folder {out} is not writable (no permission to write in {existing})")
+
+
+def check_output_file(path: Path) -> None:
+    """:func:`check_output_target` for an output file: its folder can be made and written, and ``path`` is
+    not a folder. Creates nothing."""
+    if Path(path).is_dir():
+        raise MedsegError(f"{path} is a folder; give a file name")
+    check_output_target(Path(path).parent)
 
 
 def check_output_dir(out: Path, inputs: list[dict]) -> None:

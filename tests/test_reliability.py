@@ -186,3 +186,29 @@ def test_fit_on_a_missing_folder_is_one_line_before_the_logger_starts(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"medseg: error: {tmp_path / 'nope' / 'train'}: no such folder"
     assert not run.exists()
+
+
+def test_outputs_that_cannot_be_written_are_one_line_before_work(two_cases, tmp_path, capsys):
+    """Every command that writes a file or folder names the problem before it loads a model or reads data."""
+    taken = tmp_path / "taken"
+    taken.write_text("keep me", encoding="utf-8")
+    data, config = str(two_cases / "train"), str(ROOT / "configs" / "swin_unetr_demo.yaml")
+    commands = {
+        "plan": ["plan", data, "-o", str(taken / "plan.yaml")],
+        "evaluate": ["evaluate", "--pred", data, "--label", data, "--out", str(taken / "scores")],
+        "export": ["export", "--ckpt", "missing.ckpt", "--out", str(taken / "net.onnx")],
+        "calibrate": ["calibrate", data, "--ckpt", "missing.ckpt", "--out", str(taken / "t.json")],
+        "cv": ["cv", "--config", config, "--folds", "2", "--out", str(taken / "cv"),
+               "--", "--data.init_args.data_dir", data],
+        "zero-shot": ["zero-shot", data, "--ckpt", "missing.ckpt", "--classes", "a", "b",
+                      "--out", str(taken / "p.csv")],
+        "demo-data": ["demo-data", "--out", str(taken / "demo"), "--cases", "1"],
+    }  # fmt: skip
+    for name, argv in commands.items():
+        assert main(argv) == 1, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("medseg: error:") and str(taken) in err[-1], (name, err)
+        assert not any("Traceback" in line for line in err), name
+    code = main(["postprocess", data, "--ckpt", "missing.ckpt", "--out", str(tmp_path)])
+    assert code == 1 and f"{tmp_path} is a folder; give a file name" in capsys.readouterr().err
+    assert taken.read_text(encoding="utf-8") == "keep me"

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from medseg.commands.common import add_validation_arguments, parse_validation_args, validation_cases
 from medseg.inference.calibration import FILENAME, fit_on_cases
-from medseg.io import write_atomic
+from medseg.io import check_output_file, write_atomic
 
 DESCRIPTION = f"""\
 Fit temperature scaling (one temperature per region, or one for the softmax over classes) for the
@@ -39,10 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_validation_args(build_parser(), argv)
+    out = args.out or Path(args.ckpt[0]).parent / FILENAME
+    check_output_file(out)  # before the work
     predictor, cases = validation_cases(args, "calibrate on")
     progress = lambda c: tqdm(c, desc="calibrate", unit="case", disable=None)  # noqa: E731
     config = fit_on_cases(predictor, cases, args.voxels, args.seed, progress)
-    out = args.out or Path(args.ckpt[0]).parent / FILENAME
     write_atomic(out, json.dumps(config, indent=1))
     for name, t in config["temperature"].items():
         print(f"{name}: temperature {t:.3f}")

@@ -18,6 +18,7 @@ from medseg.crossval import (
 )
 from medseg.evaluation import format_table
 from medseg.inference.calibration import Samples
+from medseg.io import check_output_target
 
 DESCRIPTION = """\
 Cross-validate a training recipe: split the labelled cases of the config's dataset into K folds
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("WANDB_MODE", "offline")
     out = Path(args.out)
+    check_output_target(out)  # before the first fit
     base = ["--config", args.config, *args.fit_overrides]
     folds = ["--data.init_args.n_folds", str(args.folds), "--data.init_args.fold", "0"]
     datamodule = MedsegCLI(args=[*base, *folds], run=False).datamodule  # the cases, as fit reads them

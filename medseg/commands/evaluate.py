@@ -15,6 +15,7 @@ from medseg.evaluation import (
     list_some,
     summary_outputs,
 )
+from medseg.io import check_output_target
 from medseg.metrics.lesion import LESION_HD95_PENALTY_MM
 from medseg.metrics.segmentation import HD95_PENALTY_MM
 from medseg.reporting import html as report
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.min_lesion_volume and not args.lesion_wise:
         parser.error("--min-lesion-volume needs --lesion-wise")
+    check_output_target(args.out if args.out is not None else args.pred)  # before the scoring
     rows, summary = evaluate_folder(
         args.pred,
         args.label,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from medseg.inference.export import FORMATS, export, metadata_path
+from medseg.io import check_output_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output file (default: beside the checkpoint, .onnx or .pt)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(FORMATS[args.format])
+    check_output_file(out)  # before the model loads
     difference = export(args.ckpt, out, args.format)
     print(
         f"wrote {out} (+ {metadata_path(out).name}); max abs difference to PyTorch on a sample input: {difference:.3g}"

@@ -11,6 +11,7 @@ from medseg.data.fingerprint import dataset_fingerprint, fingerprint_summary
 from medseg.data.layouts import LAYOUTS, read_dataset
 from medseg.devices import gpu_memory_gib, resolve_device
 from medseg.errors import MedsegError
+from medseg.io import check_output_file
 from medseg.planning import DEFAULT_GPU_GIB, DEFAULT_STEPS, describe_plan, plan, write_plan
 from medseg.tasks import PRESETS
 
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise MedsegError(f"{out}: exists; it may hold your edits: pass --force to replace it, or choose another --out")
+    check_output_file(out)  # before the dataset is measured
     if args.max_steps is not None and args.max_steps < 1:
         raise MedsegError(f"--max-steps must be at least 1, got {args.max_steps}")
     index = read_dataset(args.data, layout=args.layout, datalist=args.datalist, task=args.task)

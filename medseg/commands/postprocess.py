@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from medseg.commands.common import add_validation_arguments, parse_validation_args, validation_cases
 from medseg.inference.postprocess import FILENAME, OBJECTIVES
-from medseg.io import write_atomic
+from medseg.io import check_output_file, write_atomic
 
 DESCRIPTION = f"""\
 Choose post-processing for a `medseg fit` checkpoint, or an ensemble of them, on labelled cases the models
@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     from medseg.inference.postprocess import segment_and_choose
 
     args = parse_validation_args(build_parser(), argv)
+    out = args.out or Path(args.ckpt[0]).parent / FILENAME
+    check_output_file(out)  # before the work
     predictor, cases = validation_cases(args, "choose post-processing on")
     progress = tqdm(cases, desc="segment", unit="case", disable=None)
     config, scores = segment_and_choose(predictor, progress, args.objective)
-    out = args.out or Path(args.ckpt[0]).parent / FILENAME
     write_atomic(out, json.dumps(config, indent=1))
     print(f"post-processing ({args.objective}): {json.dumps(config) if config else 'none (nothing raised the score)'}")
     for name, (before, after) in scores.items():

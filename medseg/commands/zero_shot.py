@@ -16,7 +16,7 @@ from medseg.data.reports import pair_transforms
 from medseg.devices import resolve_device
 from medseg.errors import MedsegError, find_medseg_error
 from medseg.inference.checkpoint import load_checkpoint
-from medseg.io import atomic_path
+from medseg.io import atomic_path, check_output_file
 from medseg.modules.clip import ClipModule
 
 # Prompt ensemble for --classes: each class name is put into every template; the embeddings are averaged.
@@ -83,6 +83,8 @@ def read_prompts(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
+    if args.out:
+        check_output_file(Path(args.out))  # before the model loads
     cases = find_predict_cases(args.inputs)
     device = resolve_device(args.device)
     module, data = load_checkpoint(args.ckpt, ClipModule)
