@@ -48,9 +48,44 @@ def _sitk_read(path: str | os.PathLike) -> sitk.Image:
             raise ValueError("folder holds no DICOM series")
         if len(series) > 1:
             raise ValueError(f"folder holds {len(series)} DICOM series; give one series folder per modality")
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+        files = reader.GetGDCMSeriesFileNames(str(path), series[0])
+        _check_dicom_series(Path(path), files)
+        reader.SetFileNames(files)
         return reader.Execute()
     return sitk.ReadImage(str(path))
+
+
+def _check_dicom_series(folder: Path, files: Sequence[str]) -> None:
+    """Refuse a series that would load on the wrong grid: ``.dcm`` files GDCM left out (damaged, or another
+    series), or a missing slice (ITK stacks the slices it has evenly, shifting every slice past the gap)."""
+    dcm = [f for f in folder.iterdir() if f.suffix.lower() == ".dcm" and f.is_file()]
+    left_out = sorted({f.name for f in dcm} - {Path(f).name for f in files})
+    if left_out:
+        raise ValueError(
+            f"{len(left_out)} of its {len(dcm)} .dcm files are not slices of its series (damaged, or another "
+            f"series), e.g. {left_out[0]}"
+        )
+    if len(files) < 3:
+        return
+    positions, normal = [], None
+    for name in files:
+        header = sitk.ImageFileReader()
+        header.SetFileName(name)
+        header.ReadImageInformation()
+        if not header.HasMetaDataKey("0020|0032") or not header.HasMetaDataKey("0020|0037"):
+            return  # no patient position: nothing to check against
+        if normal is None:
+            row_col = np.array([float(v) for v in header.GetMetaData("0020|0037").split("\\")])
+            normal = np.cross(row_col[:3], row_col[3:])
+        positions.append(np.array([float(v) for v in header.GetMetaData("0020|0032").split("\\")]) @ normal)
+    steps = np.abs(np.diff(positions))
+    typical = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - typical)))
+    if abs(steps[worst] - typical) > 0.05 * max(typical, 1e-3):
+        raise ValueError(
+            f"its slices are not evenly spaced: {steps[worst]:.2f} mm between {Path(files[worst]).name} and "
+            f"{Path(files[worst + 1]).name}, {typical:.2f} mm elsewhere (a missing or duplicated slice?)"
+        )
 
 
 def sitk_affine(image: sitk.Image | sitk.ImageFileReader) -> np.ndarray:

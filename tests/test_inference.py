@@ -131,6 +131,21 @@ def test_dicom_series_case_predicted_on_its_grid(tmp_path):
     np.testing.assert_array_equal(np.asarray(written.dataobj), label)
 
 
+def test_dicom_series_with_a_missing_slice_or_a_damaged_file_is_refused_naming_it(tmp_path):
+    """ITK would stack the slices it has evenly: every slice past a gap would land on the wrong position."""
+    from medseg.io import read_header
+
+    case = write_case(tmp_path / "nifti", "BraTS2021_00016", blob_label(shape=(32, 28, 16), seed=8))
+    _write_dicom_series(case["image"][0], tmp_path / "gap")
+    (tmp_path / "gap" / "007.dcm").unlink()
+    with pytest.raises(ValueError, match=r"not evenly spaced: 5\.00 mm between 006\.dcm and 008\.dcm, 2\.50 mm"):
+        read_header(tmp_path / "gap")
+    _write_dicom_series(case["image"][0], tmp_path / "damaged")
+    (tmp_path / "damaged" / "003.dcm").write_bytes(b"not a slice")
+    with pytest.raises(ValueError, match=r"1 of its 16 \.dcm files are not slices of its series.*003\.dcm"):
+        read_header(tmp_path / "damaged")
+
+
 def test_training_curves_picture(tmp_path):
     from medseg.reporting.runs import plot_curves
 
