@@ -131,7 +131,6 @@ class MedsegCLI(LightningCLI):
         """Before wandb starts: make its run folder, so wandb does not warn "git root ... does not exist" (it
         looks for a git repository from there; git state is still recorded when the folder is inside one),
         and drop the ``anonymous=None`` that WandbLogger always passes (wandb warns about any value)."""
-        self._check_data()
         logger = self.trainer.logger
         if type(logger).__name__ != "WandbLogger":
             return
@@ -141,7 +140,11 @@ class MedsegCLI(LightningCLI):
         if isinstance(init, dict) and init.get("anonymous", False) is None:
             del init["anonymous"]
 
-    before_fit = before_validate = before_test = _prepare_logger
+    def _before_run(self) -> None:
+        self._check_data()
+        self._prepare_logger()
+
+    before_fit = before_validate = before_test = _before_run
 
     def parse_arguments(self, parser, args) -> None:
         # medseg always hands LightningCLI the exact arguments of its command (`medseg demo` builds them itself),
