@@ -324,7 +324,7 @@ def evaluate_folder(
     pred_task = _pred_task(pred_convention, label_task)
 
     rows, lesion = [], {"lesion_wise": lesion_wise, "min_lesion_volume_mm3": min_lesion_volume_mm3}
-    with tqdm(matched, desc="evaluate", unit="case") as progress:  # closed before any error is reported
+    with tqdm(matched, desc="evaluate", unit="case", disable=None) as progress:  # closed before an error shows
         for case in progress:
             rows.append(
                 evaluate_case(case, predictions[case], labels[case], label_task, pred_task, hd95, hint, **lesion)
