@@ -1,6 +1,7 @@
 """Predictions land on the input grid voxel for voxel, whatever the input's orientation and spacing."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -248,3 +249,14 @@ def test_bf16_runs_the_network_under_autocast(tmp_path):
         predictor = Predictor(module, device="cpu", precision="bf16" if bf16 else "fp32")
         np.testing.assert_array_equal(predictor.predict_case(case).label, label)
         assert net.autocast is bf16
+
+
+def test_python_api_raises_the_case_error_naming_the_file(tmp_path):
+    """Predictor.predict on a damaged scan: medseg's CaseError, not MONAI's wrapping RuntimeError."""
+    from medseg.errors import CaseError
+
+    case = write_case(tmp_path, "BraTS2021_00017", blob_label(shape=(32, 28, 16), seed=8))
+    damaged = Path(case["image"][2])
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    with pytest.raises(CaseError, match=r"BraTS2021_00017.*_t2\.nii\.gz: cannot be read"):
+        _predictor().predict(tmp_path / "BraTS2021_00017")
