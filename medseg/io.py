@@ -72,12 +72,14 @@ def _check_dicom_series(folder: Path, files: Sequence[str]) -> None:
         header = sitk.ImageFileReader()
         header.SetFileName(name)
         header.ReadImageInformation()
-        if not header.HasMetaDataKey("0020|0032") or not header.HasMetaDataKey("0020|0037"):
-            return  # no patient position: nothing to check against
-        if normal is None:
-            row_col = np.array([float(v) for v in header.GetMetaData("0020|0037").split("\\")])
-            normal = np.cross(row_col[:3], row_col[3:])
-        positions.append(np.array([float(v) for v in header.GetMetaData("0020|0032").split("\\")]) @ normal)
+        try:
+            position = np.array([float(v) for v in header.GetMetaData("0020|0032").split("\\")])
+            if normal is None:
+                row_col = np.array([float(v) for v in header.GetMetaData("0020|0037").split("\\")])
+                normal = np.cross(row_col[:3], row_col[3:])
+            positions.append(float(position @ normal))
+        except (RuntimeError, ValueError):  # no (readable) patient position: nothing to check against
+            return
     steps = np.abs(np.diff(positions))
     typical = float(np.median(steps))
     worst = int(np.argmax(np.abs(steps - typical)))
