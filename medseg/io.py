@@ -275,17 +275,18 @@ def reference_file(case: dict) -> str:
     return str(image[0] if isinstance(image, Sequence) and not isinstance(image, str) else image)
 
 
-def check_output_target(out: Path) -> None:
+def check_output_target(out: str | os.PathLike) -> None:
     """Fail at once, before a model is loaded, where ``out`` cannot become a writable folder: a file in its
     place or above it, or no permission to write there. Creates nothing."""
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    absolute = Path(out).absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if p.exists())
     if not existing.is_dir():
         raise MedsegError(f"output folder {out}: {existing} is a file, not a folder; choose another --out")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise MedsegError(f"output folder {out} is not writable (no permission to write in {existing})")
 
 
-def check_output_file(path: Path) -> None:
+def check_output_file(path: str | os.PathLike) -> None:
     """:func:`check_output_target` for an output file: its folder can be made and written, and ``path`` is
     not a folder. Creates nothing."""
     if Path(path).is_dir():
