@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -275,6 +276,11 @@ def reference_file(case: dict) -> str:
     return str(image[0] if isinstance(image, Sequence) and not isinstance(image, str) else image)
 
 
+# A temporary file older than this is what a killed run left behind; a younger one may be another run's write
+# into the same folder, in progress (a label map takes seconds to write)
+STALE_PARTIAL_S = 600
+
+
 def check_output_target(out: str | os.PathLike) -> None:
     """Fail at once, before a model is loaded, where ``out`` cannot become a writable folder: a file in its
     place or above it, or no permission to write there. Creates nothing."""
@@ -304,8 +310,9 @@ def check_output_dir(out: Path, inputs: list[dict]) -> None:
             pass
     except OSError as e:
         raise MedsegError(f"output folder {out} is not writable ({e.strerror or e})") from None
-    for stale in out.glob(".*.partial.*"):  # atomic_path's temporary names: never a finished output
-        stale.unlink(missing_ok=True)
+    for partial in out.glob(".*.partial.*"):  # atomic_path's temporary names: never a finished output
+        if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:  # a younger one may be another run's write
+            partial.unlink(missing_ok=True)
     needed = sum(Path(reference_file(case)).stat().st_size for case in inputs if Path(reference_file(case)).is_file())
     free = shutil.disk_usage(out).free
     if free < needed:  # a uint8 label map is smaller than the (float) modality it is written like

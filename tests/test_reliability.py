@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -137,8 +138,12 @@ def test_predict_cleans_what_a_killed_run_left_and_checks_space(two_cases, tmp_p
     out.mkdir()
     stale = out / ".BraTS2021_00000.k3j2.partial.nii.gz"  # what SIGKILL during a write leaves behind
     stale.write_bytes(b"half a file")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    writing = out / ".BraTS2021_00099.x7q1.partial.nii.gz"  # another run's write into the same folder, now
+    writing.write_bytes(b"in progress")
     assert main(["predict", str(two_cases / "train"), "--ckpt", ckpt, "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["BraTS2021_00000.nii.gz", "BraTS2021_00001.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [writing.name, "BraTS2021_00000.nii.gz", "BraTS2021_00001.nii.gz"]
 
     full = shutil.disk_usage(out)._replace(free=1000)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
