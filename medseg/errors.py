@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from os import PathLike
 
 
@@ -35,6 +37,19 @@ def find_medseg_error(exc: BaseException) -> MedsegError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+@contextmanager
+def unwrapped_medseg_errors() -> Iterator[None]:
+    """Raise a MedsegError that a library wrapped in its own error (MONAI wraps a transform's) as itself, so a
+    Python caller gets medseg's error naming the case and file; other errors pass through unchanged."""
+    try:
+        yield
+    except Exception as e:
+        error = find_medseg_error(e)
+        if error is None or error is e:
+            raise
+        raise error from None
 
 
 class ConfigError(MedsegError, ValueError):

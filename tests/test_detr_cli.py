@@ -149,6 +149,19 @@ def test_predict_boxes_in_world_mm_and_mask_on_input_grid(demo_data, tmp_path):
     assert set(np.unique(np.asarray(mask.dataobj))) == {0, 1, 2}
 
 
+def test_python_api_detect_raises_the_case_error_naming_the_file(demo_data, tmp_path):
+    """BoxDetector.detect on a damaged scan: medseg's CaseError, not MONAI's wrapping RuntimeError."""
+    from medseg.errors import CaseError
+
+    case = dict(read_dataset(demo_data / "test").cases[0])
+    damaged = tmp_path / Path(case["image"][1]).name
+    damaged.write_bytes(Path(case["image"][1]).read_bytes()[:200])
+    case["image"] = [case["image"][0], str(damaged), *case["image"][2:]]
+    module = DetectionModule(OracleNet(torch.zeros(1, 6)), SetCriterion3d())
+    with pytest.raises(CaseError, match=r"BraTS2021_00500.*cannot be read"):
+        BoxDetector(module, (32, 32, 32), device="cpu").detect(case)
+
+
 def test_cli_fit_then_detect(demo_data, tmp_path, capsys):
     run = tmp_path / "run"
     args = [

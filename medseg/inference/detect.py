@@ -29,7 +29,7 @@ from medseg.boxes import (
 from medseg.data.base import saved_roi_size
 from medseg.data.detection import detection_transforms
 from medseg.devices import resolve_device
-from medseg.errors import find_medseg_error
+from medseg.errors import find_medseg_error, unwrapped_medseg_errors
 from medseg.inference.checkpoint import load_checkpoint
 from medseg.io import (
     case_output_name,
@@ -104,7 +104,8 @@ class BoxDetector:
     @torch.inference_mode()
     def detect(self, case: dict) -> CaseBoxes:
         """case {"case_id", "image": modality paths (t1, t1ce, t2, flair) or one 4-D path} -> CaseBoxes."""
-        data = self.transform({k: v for k, v in case.items() if k != "label"})  # a label map is not needed
+        with unwrapped_medseg_errors():  # a damaged scan: medseg's error naming the file, not MONAI's wrapper
+            data = self.transform({k: v for k, v in case.items() if k != "label"})  # a label map is not needed
         image = torch.as_tensor(data["image"])[None].to(self.device)  # [1, 4, *input_size]
         pred = postprocess(self.module(image))[0]  # scores [Q], labels [Q], boxes [Q, 6] normalised
         shape = data["grid_shape"].numpy().astype(np.float64)  # [3]

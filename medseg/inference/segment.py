@@ -31,7 +31,7 @@ from torch import nn
 
 from medseg.data.transforms import eval_transforms
 from medseg.devices import resolve_device, resolve_precision
-from medseg.errors import MedsegError, find_medseg_error
+from medseg.errors import MedsegError, unwrapped_medseg_errors
 from medseg.inference.calibration import calibrate, check_calibration, load_calibration, uncertainty
 from medseg.inference.ensemble import load_ensemble
 from medseg.inference.export import ExportedNet
@@ -248,13 +248,8 @@ class Predictor:
     ) -> Prediction:
         """case {"case_id", "image": one path per channel of the task, or one 4-D path} -> Prediction (with
         ``probabilities``, ``uncertain`` also those arrays, calibrated when the predictor has a calibration)."""
-        try:
+        with unwrapped_medseg_errors():  # a damaged scan: medseg's error naming the file, not MONAI's wrapper
             data = self.transform(case)
-        except Exception as e:  # MONAI wraps a transform's error: hand the caller medseg's own, naming the file
-            error = find_medseg_error(e)
-            if error is None:
-                raise
-            raise error from None
         image = data["image"]  # [C, X', Y', Z'] RAS, cropped, normalised
         plans = [self.window_plan(image.shape[1:], m, w) for m, w in zip(self.modules, self.windows)]
         runs = zip(self.modules, self.windows, plans)
