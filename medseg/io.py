@@ -311,8 +311,11 @@ def check_output_dir(out: Path, inputs: list[dict]) -> None:
     except OSError as e:
         raise MedsegError(f"output folder {out} is not writable ({e.strerror or e})") from None
     for partial in out.glob(".*.partial.*"):  # atomic_path's temporary names: never a finished output
-        if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:  # a younger one may be another run's write
-            partial.unlink(missing_ok=True)
+        try:
+            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:  # a younger one may be another run's write
+                partial.unlink()
+        except FileNotFoundError:  # another run renamed it onto its output meanwhile
+            continue
     needed = sum(Path(reference_file(case)).stat().st_size for case in inputs if Path(reference_file(case)).is_file())
     free = shutil.disk_usage(out).free
     if free < needed:  # a uint8 label map is smaller than the (float) modality it is written like

@@ -91,3 +91,15 @@ def test_truncated_file_is_a_case_error(tmp_path):
     with pytest.raises(CaseError, match="cannot be read") as info:
         LoadCased("brats2021")(case)
     assert "t1ce.nii.gz" in str(info.value)
+
+
+def test_output_check_passes_over_a_temporary_file_another_run_just_renamed(tmp_path, monkeypatch):
+    """Two runs into one folder: a temporary file listed, then renamed onto its output by the other run before
+    it is looked at, is no error."""
+    from pathlib import Path
+
+    from medseg.io import check_output_dir
+
+    gone = tmp_path / ".BraTS2021_00000.k3j2.partial.nii.gz"
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter([gone]))
+    check_output_dir(tmp_path, [])
