@@ -123,9 +123,12 @@ class MedsegCLI(LightningCLI):
 
     def _check_data(self) -> None:
         """Read and check the data before the logger starts, so a wrong data path is one error line and
-        leaves no empty wandb run behind (Lightning's own ``setup`` call then reuses what was read)."""
-        if hasattr(self.datamodule, "setup"):
-            self.datamodule.setup(self.subcommand if self.subcommand != "predict" else None)
+        leaves no empty wandb run behind. Only medseg's datamodules: their ``setup`` remembers what it read and
+        checked, so Lightning's own call does not repeat it (another datamodule's would run twice)."""
+        from medseg.data.base import CaseDataModule
+
+        if isinstance(self.datamodule, CaseDataModule):
+            self.datamodule.setup(self.subcommand)  # fit, validate or test: Lightning's stage names
 
     def _prepare_logger(self) -> None:
         """Before wandb starts: make its run folder, so wandb does not warn "git root ... does not exist" (it
