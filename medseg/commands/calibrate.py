@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from tqdm import tqdm
 
 from medseg.commands.common import add_validation_arguments, parse_validation_args, validation_cases
 from medseg.inference.calibration import FILENAME, fit_on_cases
-from medseg.io import check_output_file, write_atomic
+from medseg.io import write_atomic
 
 DESCRIPTION = f"""\
 Fit temperature scaling (one temperature per region, or one for the softmax over classes) for the
@@ -39,15 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_validation_args(build_parser(), argv)
-    out = args.out or Path(args.ckpt[0]).parent / FILENAME
-    check_output_file(out)  # before the work
     predictor, cases = validation_cases(args, "calibrate on")
     progress = lambda c: tqdm(c, desc="calibrate", unit="case", disable=None)  # noqa: E731
     config = fit_on_cases(predictor, cases, args.voxels, args.seed, progress)
-    write_atomic(out, json.dumps(config, indent=1))
+    write_atomic(args.out, json.dumps(config, indent=1))
     for name, t in config["temperature"].items():
         print(f"{name}: temperature {t:.3f}")
     for when in ("before", "after"):
         print(f"ECE {when}: " + ", ".join(f"{k} {v:.4f}" for k, v in config["ece"][when].items()))
-    print(f"{len(cases)} case(s); wrote {out}")
+    print(f"{len(cases)} case(s); wrote {args.out}")
     return 0

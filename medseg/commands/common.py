@@ -38,16 +38,22 @@ def add_validation_arguments(parser: argparse.ArgumentParser, filename: str, tta
     )
     parser.add_argument("--tta", action="store_true", help=tta_help)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    parser.set_defaults(out_name=filename)
 
 
 def parse_validation_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """``parser``'s arguments (see :func:`add_validation_arguments`); DATA may also come last, after the
-    checkpoints (``--ckpt a.ckpt b.ckpt DATA``), where ``--ckpt`` would otherwise take it for one of them."""
+    checkpoints (``--ckpt a.ckpt b.ckpt DATA``), where ``--ckpt`` would otherwise take it for one of them.
+    ``out`` becomes the file to write (the default beside the first checkpoint), checked before any work."""
+    from medseg.io import check_output_file
+
     args = parser.parse_args(argv)
     if args.data is None and len(args.ckpt) > 1 and Path(args.ckpt[-1]).is_dir():
         args.data = Path(args.ckpt.pop())
     if args.data is None:
         parser.error("the following arguments are required: DATA")
+    args.out = args.out or Path(args.ckpt[0]).parent / args.out_name
+    check_output_file(args.out)
     return args
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from tqdm import tqdm
 
 from medseg.commands.common import add_validation_arguments, parse_validation_args, validation_cases
 from medseg.inference.postprocess import FILENAME, OBJECTIVES
-from medseg.io import check_output_file, write_atomic
+from medseg.io import write_atomic
 
 DESCRIPTION = f"""\
 Choose post-processing for a `medseg fit` checkpoint, or an ensemble of them, on labelled cases the models
@@ -48,14 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     from medseg.inference.postprocess import segment_and_choose
 
     args = parse_validation_args(build_parser(), argv)
-    out = args.out or Path(args.ckpt[0]).parent / FILENAME
-    check_output_file(out)  # before the work
     predictor, cases = validation_cases(args, "choose post-processing on")
     progress = tqdm(cases, desc="segment", unit="case", disable=None)
     config, scores = segment_and_choose(predictor, progress, args.objective)
-    write_atomic(out, json.dumps(config, indent=1))
+    write_atomic(args.out, json.dumps(config, indent=1))
     print(f"post-processing ({args.objective}): {json.dumps(config) if config else 'none (nothing raised the score)'}")
     for name, (before, after) in scores.items():
         print(f"{name}: {args.objective} score {before:.4f} without, {after:.4f} with")
-    print(f"{len(cases)} case(s); wrote {out}")
+    print(f"{len(cases)} case(s); wrote {args.out}")
     return 0
